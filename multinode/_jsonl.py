@@ -89,6 +89,12 @@ FORMAT_VERSION = 1
 # which can be lowered to 640, about 2100 bits), and hex is exempt from that.
 _MAX_PLAIN_INT_BITS = 2000
 
+_CONTAINER_TAGS: dict[type, str] = {
+    tuple: "$tuple",
+    frozenset: "$frozenset",
+    set: "$set",
+}
+
 _FLOAT_NAMES = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
@@ -165,26 +171,36 @@ def _encode(obj: object, seen: set[int]) -> Any:
         return {"$float": name}
     if type(obj) is bytes:
         return {"$bytes": _b64(obj)}
-    if type(obj) is tuple:
-        return {"$tuple": [_encode(x, seen) for x in obj]}
-    if type(obj) is frozenset:
-        return {"$frozenset": [_encode(x, seen) for x in obj]}
-
-    # Mutable containers: a second sighting means sharing or a cycle, which
-    # plain JSON would silently turn into independent copies.
-    if type(obj) not in (list, dict, set, bytearray) or id(obj) in seen:
+    # Loops rather than comprehensions or helpers: one stack frame per level
+    # of nesting, so values as deep as the JSON serializer allows still fit
+    # within Python 3.11's recursion limit.
+    if type(obj) in (tuple, frozenset, list, set):
+        if type(obj) in (list, set):
+            # A second sighting of a mutable container means sharing or a
+            # cycle, which plain JSON would turn into independent copies.
+            if id(obj) in seen:
+                raise _NotPlain
+            seen.add(id(obj))
+        out = []
+        for x in obj:  # type: ignore[attr-defined]
+            out.append(_encode(x, seen))
+        if type(obj) is list:
+            return out
+        return {_CONTAINER_TAGS[type(obj)]: out}
+    if type(obj) not in (dict, bytearray) or id(obj) in seen:
         raise _NotPlain
     seen.add(id(obj))
     if type(obj) is bytearray:
         return {"$bytearray": _b64(bytes(obj))}
-    if type(obj) is list:
-        return [_encode(x, seen) for x in obj]
-    if type(obj) is set:
-        return {"$set": [_encode(x, seen) for x in obj]}
     assert type(obj) is dict
     if all(_is_plain_name(k) for k in obj):
-        return {k: _encode(v, seen) for k, v in obj.items()}
-    pairs = [[_encode(k, seen), _encode(v, seen)] for k, v in obj.items()]
+        members = {}
+        for k, v in obj.items():
+            members[k] = _encode(v, seen)
+        return members
+    pairs = []
+    for k, v in obj.items():
+        pairs.append([_encode(k, seen), _encode(v, seen)])
     return {"$dict": pairs}
 
 
@@ -214,11 +230,13 @@ def encode_stored(raw: bytes, serializer: str) -> Any:
     """The JSON-ready form of a value stored as ``raw`` by ``serializer``,
     without running code from the store."""
     if serializer == "json":
-        return _encode(json.loads(raw), set())
+        return _encode(json.loads(raw.decode("utf-8", "surrogatepass")), set())
     try:
         value = _NoImportUnpickler(io.BytesIO(raw)).load()
         return _encode(value, set())
-    except (_NotPlain, pickle.UnpicklingError, ValueError, EOFError):
+    except (_NotPlain, pickle.UnpicklingError, RecursionError, ValueError, EOFError):
+        # Anything the no-import reader cannot rebuild exactly travels as the
+        # stored bytes, which load writes back without unpickling.
         return {"$pickle": _b64(raw)}
 
 
@@ -246,11 +264,11 @@ def _decode_tag(tag: str, arg: Any, key: bool) -> Any:
     if tag == "$bytearray":
         return bytearray(_unb64(arg, tag))
     if tag == "$tuple":
-        return tuple(_decode(x, key) for x in _array(arg, tag))
+        return tuple(_decode_all(_array(arg, tag), key))
     if tag == "$set":
-        return {_decode(x, True) for x in _array(arg, tag)}
+        return set(_decode_all(_array(arg, tag), True))
     if tag == "$frozenset":
-        return frozenset(_decode(x, True) for x in _array(arg, tag))
+        return frozenset(_decode_all(_array(arg, tag), True))
     if tag == "$dict":
         out = {}
         for pair in _array(arg, tag):
@@ -272,16 +290,19 @@ def _decode_tag(tag: str, arg: Any, key: bool) -> Any:
             return _unb64(arg, tag).decode("utf-8", "surrogatepass")
         except UnicodeDecodeError:
             raise DumpFormatError("$str does not hold UTF-8") from None
-    if tag == "$pickle" and not key:
-        return PickledValue(_unb64(arg, tag))
-    where = "a key" if key else "a value"
-    raise DumpFormatError(f"unknown tag {tag!r} in {where}")
+    if tag == "$pickle":
+        where = "in a key" if key else "inside a value"
+        raise DumpFormatError(f"$pickle cannot stand {where}, only for a whole value")
+    raise DumpFormatError(f"unknown tag {tag!r}")
 
 
 def _decode(obj: Any, key: bool) -> Any:
     t = type(obj)
     if t is list:
-        items = [_decode(x, key) for x in obj]
+        # Inline loops keep plain JSON at one stack frame per nesting level.
+        items = []
+        for x in obj:
+            items.append(_decode(x, key))
         # A list cannot be a key, so in a key an array means a tuple.
         return tuple(items) if key else items
     if t is not dict:
@@ -293,7 +314,17 @@ def _decode(obj: Any, key: bool) -> Any:
                 f"a tag object has exactly one member, got {sorted(obj)!r}"
             )
         return _decode_tag(tags[0], obj[tags[0]], key)
-    return {name: _decode(v, False) for name, v in obj.items()}
+    members = {}
+    for name, v in obj.items():
+        members[name] = _decode(v, False)
+    return members
+
+
+def _decode_all(items: list[Any], key: bool) -> list[Any]:
+    out = []
+    for x in items:
+        out.append(_decode(x, key))
+    return out
 
 
 def decode_key(obj: Any) -> Any:
@@ -304,20 +335,9 @@ def decode_key(obj: Any) -> Any:
 def decode_value(obj: Any) -> Any:
     """The value a parsed JSON value stands for; a `PickledValue` for a
     top-level ``$pickle``."""
-    value = _decode(obj, False)
-    if _contains_pickled(value, top=True):
-        raise DumpFormatError("$pickle may only stand for a whole value")
-    return value
-
-
-def _contains_pickled(value: Any, top: bool) -> bool:
-    if isinstance(value, PickledValue):
-        return not top
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_contains_pickled(x, False) for x in value)
-    if isinstance(value, dict):
-        return any(_contains_pickled(x, False) for x in value.values())
-    return False
+    if type(obj) is dict and set(obj) == {"$pickle"}:
+        return PickledValue(_unb64(obj["$pickle"], "$pickle"))
+    return _decode(obj, False)
 
 
 # Lines
@@ -405,6 +425,8 @@ def read_dump(
             yield Item(number, decode_key(obj["key"]), decode_value(obj["value"]))
         except DumpFormatError as exc:
             raise DumpFormatError(f"line {number}: {exc}") from None
+        except RecursionError:
+            raise DumpFormatError(f"line {number}: nested too deeply") from None
 
 
 def _read_header(obj: dict[str, Any], number: int, header: DumpHeader) -> None:
