@@ -1,0 +1,182 @@
+"""Every SQL statement multinode runs, and the schema's history.
+
+All dicts of a store share one table, ``mn_item``, keyed by the dict's id and
+the key's canonical bytes, so opening a new dict is one catalog row and never
+a schema change. A dict's name is only ever a bound parameter.
+
+An item's ``pos`` is its insertion position: the dict's id times 2**40 plus a
+per-dict counter kept in the catalog. A dict's items are therefore one range
+of rowids, already in insertion order, and a replaced key keeps its ``pos``.
+Positions are never reused, so an iterator that stops at the ``last_pos`` it
+saw when it began never meets a key inserted after that.
+
+Triggers keep each dict's ``length`` and ``last_pos`` in its catalog row, in
+the same statement as the change, so ``len`` reads one row.
+"""
+
+from __future__ import annotations
+
+APPLICATION_ID = 0x4D4E4F44  # "MNOD"
+FORMAT_VERSION = 2
+POS_BITS = 40
+MAX_DICT_ID = (1 << (63 - POS_BITS)) - 1
+
+# Each entry upgrades the schema from version i to i + 1; a new store runs
+# them all, from 0, in the transaction that creates it.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE mn_dict (
+            id         INTEGER PRIMARY KEY AUTOINCREMENT,
+            name       BLOB NOT NULL UNIQUE,
+            serializer TEXT NOT NULL,
+            length     INTEGER NOT NULL DEFAULT 0,
+            last_pos   INTEGER NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE mn_item (
+            pos      INTEGER PRIMARY KEY,
+            dict     INTEGER NOT NULL,
+            key      BLOB NOT NULL,
+            key_form BLOB,
+            value    BLOB
+        )
+        """,
+        "CREATE UNIQUE INDEX mn_item_key ON mn_item (dict, key)",
+        """
+        CREATE TRIGGER mn_item_added AFTER INSERT ON mn_item BEGIN
+            UPDATE mn_dict SET length = length + 1, last_pos = NEW.pos
+            WHERE id = NEW.dict;
+        END
+        """,
+        """
+        CREATE TRIGGER mn_item_removed AFTER DELETE ON mn_item BEGIN
+            UPDATE mn_dict SET length = length - 1 WHERE id = OLD.dict;
+        END
+        """,
+    ),
+    # Version 2: values too big for one SQLite BLOB live in numbered chunks;
+    # such an item's own value is NULL.
+    (
+        """
+        CREATE TABLE mn_chunk (
+            pos  INTEGER NOT NULL,
+            n    INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (pos, n)
+        )
+        """,
+        """
+        CREATE TRIGGER mn_item_removed_chunks AFTER DELETE ON mn_item
+        WHEN OLD.value IS NULL BEGIN
+            DELETE FROM mn_chunk WHERE pos = OLD.pos;
+        END
+        """,
+        """
+        CREATE TRIGGER mn_item_replaced_chunks AFTER UPDATE OF value ON mn_item
+        WHEN OLD.value IS NULL BEGIN
+            DELETE FROM mn_chunk WHERE pos = OLD.pos;
+        END
+        """,
+    ),
+)
+assert len(MIGRATIONS) == FORMAT_VERSION
+
+# The store ---------------------------------------------------------------
+
+READ_HEADER = """
+SELECT
+    (SELECT application_id FROM pragma_application_id),
+    (SELECT user_version FROM pragma_user_version),
+    (SELECT count(*) FROM sqlite_schema)
+"""
+SET_APPLICATION_ID = f"PRAGMA application_id = {APPLICATION_ID}"
+SET_FORMAT_VERSION = "PRAGMA user_version = {version:d}"
+
+# The catalog -------------------------------------------------------------
+
+FIND_DICT = "SELECT id, serializer FROM mn_dict WHERE name = ?"
+CREATE_DICT = """
+INSERT INTO mn_dict (name, serializer, last_pos) VALUES (?, ?, 0)
+ON CONFLICT (name) DO NOTHING
+"""
+# A dict's positions start just above its id times 2**POS_BITS.
+START_POSITIONS = f"UPDATE mn_dict SET last_pos = id << {POS_BITS} WHERE id = ?"
+DICT_NAMES = "SELECT name FROM mn_dict ORDER BY id"
+DICT_SUMMARY = "SELECT name, length, serializer FROM mn_dict ORDER BY id"
+DICT_EXISTS = "SELECT 1 FROM mn_dict WHERE id = ?"
+DELETE_DICT_ITEMS = "DELETE FROM mn_item WHERE dict = ?"
+DELETE_DICT = "DELETE FROM mn_dict WHERE id = ?"
+LENGTH = "SELECT length FROM mn_dict WHERE id = ?"
+# Catalog rows whose length or last position disagree with their items.
+CHECK_DICTS = """
+SELECT d.name,
+       'length ' || d.length || ' but ' || count(i.pos) || ' items'
+       || CASE WHEN max(i.pos) > d.last_pos
+               THEN ', an item beyond the last position' ELSE '' END
+FROM mn_dict d LEFT JOIN mn_item i ON i.dict = d.id
+GROUP BY d.id
+HAVING d.length != count(i.pos) OR max(i.pos) > d.last_pos
+"""
+LAST_POS = "SELECT last_pos FROM mn_dict WHERE id = ?"
+
+# Items -------------------------------------------------------------------
+
+GET = "SELECT value, pos FROM mn_item WHERE dict = ? AND key = ?"
+CONTAINS = "SELECT 1 FROM mn_item WHERE dict = ? AND key = ?"
+# Insert or replace in one statement. The SELECT yields no row when the dict
+# was deleted (or has used up its positions), so a rowcount of 0 says so. A
+# replaced key keeps its position and its first-stored key form.
+_NEXT_POS = f"""
+SELECT last_pos + 1, id, ?2, ?3, ?4 FROM mn_dict
+WHERE id = ?1 AND last_pos + 1 < (id + 1) << {POS_BITS}
+"""
+PUT = f"""
+INSERT INTO mn_item (pos, dict, key, key_form, value) {_NEXT_POS}
+ON CONFLICT (dict, key) DO UPDATE SET value = excluded.value
+"""
+PUT_RETURNING_POS = PUT + " RETURNING pos"
+PUT_IF_ABSENT = f"""
+INSERT INTO mn_item (pos, dict, key, key_form, value) {_NEXT_POS}
+ON CONFLICT (dict, key) DO NOTHING
+"""
+SET_VALUE = "UPDATE mn_item SET value = ? WHERE pos = ?"
+DELETE = "DELETE FROM mn_item WHERE dict = ? AND key = ?"
+DELETE_AT = "DELETE FROM mn_item WHERE pos = ?"
+LAST_ITEM = """
+SELECT pos, key, key_form, value FROM mn_item
+WHERE pos > ?1 AND pos <= (SELECT last_pos FROM mn_dict WHERE id = ?2)
+ORDER BY pos DESC LIMIT 1
+"""
+VALUE_AT = "SELECT value FROM mn_item WHERE pos = ?"
+
+# Pages for iteration: positions after the last one seen, up to the bound
+# fixed when the iteration began.
+KEYS_PAGE = """
+SELECT pos, key, key_form FROM mn_item
+WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
+"""
+VALUES_PAGE = """
+SELECT pos, value FROM mn_item
+WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
+"""
+ITEMS_PAGE = """
+SELECT pos, key, key_form, value FROM mn_item
+WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
+"""
+
+# Big values --------------------------------------------------------------
+
+CHUNKS = "SELECT data FROM mn_chunk WHERE pos = ? ORDER BY n"
+PUT_CHUNK = "INSERT INTO mn_chunk (pos, n, data) VALUES (?, ?, ?)"
+
+# Transactions ------------------------------------------------------------
+
+BEGIN_WRITE = "BEGIN IMMEDIATE"
+BEGIN_READ = "BEGIN"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+SAVEPOINT = "SAVEPOINT mn_nested_{depth:d}"
+RELEASE = "RELEASE mn_nested_{depth:d}"
+ROLLBACK_TO = "ROLLBACK TO mn_nested_{depth:d}"
