@@ -87,7 +87,7 @@ def _emit_json(obj: Any) -> None:
 
 
 def _shown(name: str) -> str:
-    """A dict name or key for a message or a listing: as is when printable."""
+    """A dict name in a listing: as is when printable, else its repr."""
     return name if name.isprintable() and name.strip() == name else repr(name)
 
 
@@ -122,7 +122,7 @@ def _open_store(args: argparse.Namespace, *, create: bool = False) -> mn.Store:
 def _existing_dict(store: mn.Store, name: str) -> mn.SharedDict:
     if name not in store.dicts():
         raise CommandError(
-            f"no dict {_shown(name)} in {store.path} ('multinode ls' lists them)"
+            f"no dict {name!r} in {store.path} ('multinode ls' lists them)"
         )
     return store.get_dict(name)
 
@@ -134,10 +134,6 @@ def _parse_key(args: argparse.Namespace) -> Any:
         return _jsonl.decode_key(json.loads(args.key))
     except ValueError as exc:
         raise CommandError(f"--key-json: KEY is not valid JSON: {exc}") from None
-
-
-def _key_text(key: Any) -> str:
-    return _shown(key) if type(key) is str else repr(key)
 
 
 # Commands ----------------------------------------------------------------------
@@ -215,9 +211,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         try:
             value = d[key]
         except KeyError:
-            raise CommandError(
-                f"no key {_key_text(key)} in dict {_shown(args.dict)}"
-            ) from None
+            raise CommandError(f"no key {key!r} in dict {args.dict!r}") from None
     if args.json:
         try:
             encoded = _jsonl.encode_value(value)
@@ -256,7 +250,7 @@ def cmd_set(args: argparse.Namespace) -> int:
 def _require_pickle(d: mn.SharedDict, where: str = "") -> None:
     if d.serializer != "pickle":
         raise CommandError(
-            f"{where}a $pickle value cannot go into the dict {_shown(d.name)}, "
+            f"{where}a $pickle value cannot go into the dict {d.name!r}, "
             f"which uses serializer={d.serializer!r}"
         )
 
@@ -268,9 +262,7 @@ def cmd_del(args: argparse.Namespace) -> int:
         try:
             del d[key]
         except KeyError:
-            raise CommandError(
-                f"no key {_key_text(key)} in dict {_shown(args.dict)}"
-            ) from None
+            raise CommandError(f"no key {key!r} in dict {args.dict!r}") from None
     if args.json:
         _emit_json({"dict": args.dict, "key": _jsonl.encode_key(key), "deleted": True})
     return EXIT_OK
@@ -339,7 +331,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     if args.json:
         _emit_json({"dict": args.dict, "loaded": count, "store": store.path})
     else:
-        _emit(f"loaded {count:,} items into {_shown(args.dict)} in {store.path}")
+        _emit(f"loaded {count:,} items into {args.dict!r} in {store.path}")
     return EXIT_OK
 
 
@@ -400,8 +392,7 @@ def cmd_rm(args: argparse.Namespace) -> int:
             store.delete_dict(args.dict)
         except KeyError:
             raise CommandError(
-                f"no dict {_shown(args.dict)} in {store.path} "
-                "('multinode ls' lists them)"
+                f"no dict {args.dict!r} in {store.path} ('multinode ls' lists them)"
             ) from None
     if args.json:
         _emit_json({"dict": args.dict, "deleted": True})
@@ -441,8 +432,10 @@ def cmd_vacuum(args: argparse.Namespace) -> int:
     with _open_store(args) as store:
         before = _file_size(store.path)
         store.vacuum()
-        after = _file_size(store.path)
         path = store.path
+    # Measured after closing: in WAL mode the rebuilt pages sit in the -wal
+    # file until the last connection checkpoints them into the store.
+    after = _file_size(path)
     if args.json:
         _emit_json({"path": path, "bytes_before": before, "bytes_after": after})
     else:
