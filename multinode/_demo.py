@@ -219,10 +219,11 @@ def _run(
             f"words with a wrong count: {len(wrong)}",
             file=out,
         )
-        if not temporary:
+        if not temporary and got:
+            top_word = max(got, key=got.__getitem__)
             print(
                 f"the counts stay in {store_path} as the dict {args.dict!r}; "
-                f"try: multinode --store {store_path} get {args.dict} self",
+                f"try: multinode --store {store_path} get {args.dict} {top_word}",
                 file=out,
             )
         if wrong or lost or extra:
