@@ -291,7 +291,7 @@ def fork_hazard(path: str, mode: str, n: int, child_exit: str, out: str) -> None
             d["child_n"] = len(d)
             code = 0
         except BaseException:
-            traceback.print_exc()
+            Path(out + ".child").write_text(traceback.format_exc())
         _child_exit(code, child_exit)
 
     # The parent keeps writing while the child runs.
@@ -300,7 +300,14 @@ def fork_hazard(path: str, mode: str, n: int, child_exit: str, out: str) -> None
     child_rc = waitpid_bounded(pid, 60)
     d["parent_after"] = 1
     store.close()
-    _dump({"child_rc": child_rc}, out)
+    child_error = Path(out + ".child")
+    _dump(
+        {
+            "child_rc": child_rc,
+            "child_error": child_error.read_text() if child_error.exists() else None,
+        },
+        out,
+    )
 
 
 def fork_mp_child(d: mn.SharedDict, j: int, n: int) -> None:
@@ -452,6 +459,19 @@ def hold_lock(path: str, begin: str, max_hold: float) -> None:
     print("released", flush=True)
 
 
+def open_and_read(path: str, name: str, key: str, timeout_s: float, out: str) -> None:
+    """Open the store in this fresh process and read one value; report the
+    value or the error, and how long it took."""
+    t0 = time.monotonic()
+    try:
+        with mn.Store(path, timeout=timeout_s) as store:
+            result: dict[str, Any] = {"value": store.get_dict(name)[key]}
+    except Exception as exc:
+        result = {"error": type(exc).__name__, "message": str(exc)}
+    result["elapsed"] = time.monotonic() - t0
+    _dump(result, out)
+
+
 def dump(path: str, names: list[str], out: str, chunk_size: int | None) -> None:
     """Read whole dicts through the default store machinery of a fresh
     process (the path is passed explicitly)."""
@@ -572,6 +592,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "fork_in_transaction": fork_in_transaction,
     "hold_lock": hold_lock,
     "dump": dump,
+    "open_and_read": open_and_read,
     "b25_reader": b25_reader,
     "b25_writer": b25_writer,
     "b30_many": b30_many,

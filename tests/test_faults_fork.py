@@ -40,7 +40,7 @@ def test_fork_child_writes_survive_parent_close(
             child_exit=child_exit,
             out=str(out),
         )
-        assert got["child_rc"] == 0, f"attempt {attempt}"
+        assert got["child_rc"] == 0, f"attempt {attempt}: {got['child_error']}"
         assert integrity(path) == "ok", f"attempt {attempt}"
         seen = fresh_read(path, ["hazard"], tmp_path / f"read{attempt}.pickle")
         items = dict(seen["hazard"]["items"])

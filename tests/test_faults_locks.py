@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from _workers_faults import finish, fresh_read, start_worker
+from _workers_faults import finish, fresh_read, run_worker, start_worker
 
 import multinode as mn
 
@@ -227,6 +227,51 @@ def test_reads_past_timeout_under_exclusive_lock(
     _assert_names_file_and_wait(info.value, path)
     holder.release()
     assert d["a"] == 1
+    store.close()
+
+
+@pytest.mark.parametrize("where", ["new_thread", "new_process"])
+def test_new_connection_waits_for_lock_released_in_time(
+    tmp_path: Path, where: str, holder_factory: Callable[..., LockHolder]
+) -> None:
+    """A connection opened while an EXCLUSIVE lock is held (rollback journal:
+    a new thread's first call, or a fresh process opening the store) waits
+    for it like any other call, instead of failing after SQLite's own busy
+    slice."""
+    path = tmp_path / "locks.db"
+    store = seeded_store(path, "rollback", timeout=10.0)
+    d = store.get_dict("d")
+    holder = holder_factory(path, "BEGIN EXCLUSIVE")
+    timer = threading.Timer(1.0, holder.release)
+    timer.start()
+    try:
+        if where == "new_process":
+            got = run_worker(
+                "open_and_read",
+                path=str(path),
+                name="d",
+                key="a",
+                timeout_s=10.0,
+                out=str(tmp_path / "o"),
+            )
+        else:
+            got = {}
+
+            def read() -> None:
+                t0 = time.monotonic()
+                try:
+                    got["value"] = d["a"]
+                except Exception as exc:
+                    got["error"] = f"{type(exc).__name__}: {exc}"
+                got["elapsed"] = time.monotonic() - t0
+
+            t = threading.Thread(target=read)
+            t.start()
+            t.join(30)
+            assert not t.is_alive()
+    finally:
+        timer.join(30)
+    assert got.get("value") == 1, got
     store.close()
 
 
