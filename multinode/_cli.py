@@ -701,13 +701,12 @@ def _configure_logging(verbosity: int) -> None:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, KeyError) and not isinstance(exc, mn.MultinodeError):
         return f"not found: {exc.args[0]!r}" if exc.args else "not found"
-    if (
-        isinstance(exc, OSError)
-        and not isinstance(exc, mn.MultinodeError)
-        and exc.strerror
-    ):
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+    if isinstance(exc, OSError) and exc.strerror:
+        # "[Errno 2] ..." helps nobody; the words and the file do.
+        text = exc.strerror
+        if exc.filename and str(exc.filename) not in text:
+            text = f"{text}: {exc.filename}"
+        return " ".join(text.split())
     text = str(exc) or type(exc).__name__
     return " ".join(text.split())  # one line, whatever the message held
 

@@ -343,10 +343,19 @@ def decode_value(obj: Any) -> Any:
 # Lines
 
 
+# Characters that str.splitlines() and some editors treat as line breaks, but
+# json.dumps leaves as they are when ensure_ascii is off. Escaped, every dump
+# line stays one line for any reader.
+_LINE_BREAKS = str.maketrans(
+    {"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
 def _dumps(obj: Any) -> str:
     # Surrogates never reach here (they are $str), so non-ASCII text can stay
     # readable; allow_nan=False proves non-finite floats went through $float.
-    return json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    text = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+    return text.translate(_LINE_BREAKS)
 
 
 def header_line(name: str, serializer: str) -> str:
