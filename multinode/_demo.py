@@ -13,6 +13,8 @@ is a lost (or invented) update, and any at all makes the demo fail.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import multiprocessing
 import os
 import re
@@ -166,7 +168,8 @@ def _run(
     store_path: str,
     temporary: bool,
 ) -> int:
-    out = sys.stdout
+    # With --json the narrative goes nowhere and one summary object is printed.
+    out: TextIO = io.StringIO() if args.json else sys.stdout
     with mn.Store(store_path, timeout=args.timeout) as store:
         if args.dict in store.dicts():
             raise CommandError(
@@ -226,7 +229,28 @@ def _run(
                 f"try: multinode --store {store_path} get {args.dict} {top_word}",
                 file=out,
             )
-        if wrong or lost or extra:
+        ok = not (wrong or lost or extra)
+        if args.json:
+            summary = {
+                "store": store_path,
+                "temporary_store": temporary,
+                "files": len(counted),
+                "skipped_files": len(skipped),
+                "workers": workers,
+                "processes": len(pids),
+                "transaction_per_file": not args.no_transaction,
+                "words": total_words,
+                "distinct_words": len(got),
+                "seconds": round(seconds, 3),
+                "words_per_second": round(total_words / max(seconds, 1e-9)),
+                "lost_updates": lost,
+                "extra_counts": extra,
+                "wrong_words": len(wrong),
+                "top": sorted(got.items(), key=lambda i: (-i[1], i[0]))[: args.top],
+                "ok": ok,
+            }
+            print(json.dumps(summary, ensure_ascii=True))
+        if not ok:
             shown = ", ".join(
                 f"{w!r}: expected {expected[w]}, got {got.get(w)}" for w in wrong[:5]
             )

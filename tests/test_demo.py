@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -86,8 +87,9 @@ def test_demo_counts_given_files_exactly_into_a_named_store(tmp_path: Path) -> N
 
 
 def test_demo_fork_without_transactions(tmp_path: Path) -> None:
-    """Forked workers committing every word on its own still lose nothing."""
-    _corpus(tmp_path / "text")
+    """Forked workers committing every word on its own still lose nothing;
+    --json prints one summary object."""
+    expected = _corpus(tmp_path / "text")
     result = demo(
         "--path",
         tmp_path / "text",
@@ -96,10 +98,16 @@ def test_demo_fork_without_transactions(tmp_path: Path) -> None:
         "--start-method",
         "fork",
         "--no-transaction",
+        "--json",
     )
     assert result.returncode == 0, result.stderr
-    assert "each word committed on its own" in result.stdout
-    assert "lost updates: 0" in result.stdout
+    summary = json.loads(result.stdout)
+    assert summary["ok"] is True and summary["transaction_per_file"] is False
+    assert summary["lost_updates"] == summary["extra_counts"] == 0
+    assert summary["words"] == expected.total()
+    assert summary["top"][0] == ["the", 180]
+    assert summary["temporary_store"] is True
+    assert not os.path.exists(summary["store"])  # the temporary store is gone
 
 
 def test_demo_with_a_missing_path_is_a_user_error(tmp_path: Path) -> None:
