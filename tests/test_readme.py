@@ -101,11 +101,7 @@ def _slug(text: str) -> str:
 @pytest.mark.parametrize("heading", list(SECTIONS), ids=[_slug(h) for h in SECTIONS])
 def test_python_examples_run(heading: str, tmp_path: Path) -> None:
     """Each README section's Python blocks run in order, without an error."""
-    env = {
-        **os.environ,
-        "MULTINODE_STORE": str(tmp_path / "store.db"),
-        "PYTHONPATH": str(tmp_path),
-    }
+    env = {**os.environ, "MULTINODE_STORE": str(tmp_path / "store.db")}
     for block in SECTIONS[heading]:
         named = _FILE_NAME.match(block.code)
         name = named.group(1) if named else f"block_{block.line}.py"
