@@ -215,6 +215,7 @@ def test_sigkill_writers_at_random_moments(tmp_path: Path, journal_mode: str) ->
             killed_while_working += bool(log.acked)
             logs.append(log)
         check_store(path, journal_mode, logs, seed)
+        print(f"round {r}: acknowledged", [len(log.acked) for log in logs[-WRITERS:]])
 
     # The test only means something if writers did get work acknowledged.
     assert killed_while_working >= ROUNDS, f"writers barely ran (seed {seed})"
