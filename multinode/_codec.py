@@ -65,37 +65,35 @@ def encode_key(key: object, where: str) -> tuple[bytes, bytes | None]:
     `where` names the dict in error messages.
     """
     # The common cases first, each a single type test.
-    kind = type(key)
-    if kind is str:
-        return _STR + key.encode("utf-8", "surrogatepass"), None  # type: ignore[attr-defined]
-    if kind is int:
-        return _INT + _int_bytes(key), None  # type: ignore[arg-type]
+    if type(key) is str:
+        return _STR + key.encode("utf-8", "surrogatepass"), None
+    if type(key) is int:
+        return _INT + _int_bytes(key), None
     canonical = _canonical(key, where)
     exact = _exact(key)
     return canonical, (exact if exact != canonical else None)
 
 
 def _canonical(key: object, where: str) -> bytes:
-    kind = type(key)
-    if kind is str:
-        return _STR + key.encode("utf-8", "surrogatepass")  # type: ignore[attr-defined]
-    if kind is int or kind is bool:
-        return _INT + _int_bytes(int(key))  # type: ignore[call-overload]
-    if kind is float:
+    if type(key) is str:
+        return _STR + key.encode("utf-8", "surrogatepass")
+    if type(key) is int or type(key) is bool:
+        return _INT + _int_bytes(int(key))
+    if type(key) is float:
         if key != key:
             raise UnsupportedKeyError(
                 f"{where}: NaN cannot be a key, because it is not equal to itself"
             )
-        if key.is_integer():  # type: ignore[attr-defined]
-            return _INT + _int_bytes(int(key))  # type: ignore[call-overload]
+        if key.is_integer():
+            return _INT + _int_bytes(int(key))
         return _FLOAT + _DOUBLE.pack(key)
-    if kind is bytes:
-        return _BYTES + key  # type: ignore[operator]
+    if type(key) is bytes:
+        return _BYTES + key
     if key is None:
         return _NONE
-    if kind is tuple:
+    if type(key) is tuple:
         parts = [_TUPLE]
-        for item in key:  # type: ignore[attr-defined]
+        for item in key:
             encoded = _canonical(item, where)
             parts.append(_varint(len(encoded)))
             parts.append(encoded)
@@ -105,16 +103,14 @@ def _canonical(key: object, where: str) -> bytes:
 
 def _exact(key: object) -> bytes:
     # Called only after _canonical accepted the key, so every type is known.
-    kind = type(key)
-    if kind is bool:
+    if type(key) is bool:
         return _TRUE if key else _FALSE
-    if kind is float:
-        if key.is_integer():  # type: ignore[attr-defined]
-            return _INTEGRAL_FLOAT + _DOUBLE.pack(key)
-        return _FLOAT + _DOUBLE.pack(key)
-    if kind is tuple:
+    if type(key) is float:
+        tag = _INTEGRAL_FLOAT if key.is_integer() else _FLOAT
+        return tag + _DOUBLE.pack(key)
+    if type(key) is tuple:
         parts = [_TUPLE]
-        for item in key:  # type: ignore[attr-defined]
+        for item in key:
             encoded = _exact(item)
             parts.append(_varint(len(encoded)))
             parts.append(encoded)
@@ -129,7 +125,7 @@ def decode_key(data: bytes) -> Key:
         return data[1:].decode("utf-8", "surrogatepass")
     if tag == _INT:
         return int.from_bytes(data[1:], "big", signed=True)
-    if tag == _FLOAT or tag == _INTEGRAL_FLOAT:
+    if tag in (_FLOAT, _INTEGRAL_FLOAT):
         value: float = _DOUBLE.unpack(data[1:])[0]
         return value
     if tag == _BYTES:

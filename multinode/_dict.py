@@ -149,10 +149,9 @@ class SharedDict(MutableMapping[Any, Any]):
         return _Items(self)
 
     def _iter_values(self) -> Iterator[Any]:
-        for pos, data in self._pages(_sql.VALUES_PAGE):
-            value = self._value_at(pos, data, key=_MISSING)
-            if value is not _MISSING:
-                yield value
+        # Items, not bare values, so that an unloadable value names its key.
+        for _, value in self._iter_items():
+            yield value
 
     def _iter_items(self) -> Iterator[tuple[Any, Any]]:
         for pos, canonical, form, data in self._pages(_sql.ITEMS_PAGE):
@@ -222,7 +221,7 @@ class SharedDict(MutableMapping[Any, Any]):
             with link.writing(savepoint=True) as db:
                 self._put_big(db, link, canonical, form, data)
             return
-        if not link.change(_sql.PUT, (self._id, canonical, form, data)):
+        if not link.change(_sql.PUT, (canonical, form, data, self._id)):
             self._full_or_deleted(link)
 
     def __delitem__(self, key: Any) -> None:
@@ -243,7 +242,7 @@ class SharedDict(MutableMapping[Any, Any]):
                     return False
                 self._put_big(db, link, canonical, form, data)
                 return True
-        if link.change(_sql.PUT_IF_ABSENT, (self._id, canonical, form, data)):
+        if link.change(_sql.PUT_IF_ABSENT, (canonical, form, data, self._id)):
             return True
         self._missing(link)
         return False
@@ -289,13 +288,12 @@ class SharedDict(MutableMapping[Any, Any]):
         return key, value
 
     def clear(self) -> None:
-        link = self._store._link()
-        with link.writing():
-            link.connection().execute(_sql.DELETE_DICT_ITEMS, (self._id,))
-            if link.connection().execute(_sql.DICT_EXISTS, (self._id,)).fetchone() is None:
+        with self._store._link().writing() as db:
+            db.execute(_sql.DELETE_DICT_ITEMS, (self._id,))
+            if db.execute(_sql.DICT_EXISTS, (self._id,)).fetchone() is None:
                 raise self._deleted()
 
-    def update(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def update(self, *args: Any, **kwargs: Any) -> Any:
         """``dict.update``, in one transaction; or, called as
         ``update(key, new_value=v, expected_current_value=e)``, a
         compare-and-swap that sets `v` only if the current value ``== e``
@@ -319,7 +317,7 @@ class SharedDict(MutableMapping[Any, Any]):
         link = self._store._link()
         with link.writing(savepoint=True) as db:
             small = [
-                (self._id, canonical, form, data)
+                (canonical, form, data, self._id)
                 for canonical, form, data in rows
                 if len(data) <= _store.CHUNK_SIZE
             ]
@@ -339,7 +337,8 @@ class SharedDict(MutableMapping[Any, Any]):
             if row is None:
                 self._missing(link)
                 return False
-            if not self._read(db, key, row) == expected:
+            matches = self._read(db, key, row) == expected
+            if not matches:
                 return False
             self._write_at(db, row[1], data)
         return True
@@ -371,7 +370,7 @@ class SharedDict(MutableMapping[Any, Any]):
         data: bytes,
     ) -> None:
         row = db.execute(
-            _sql.PUT_RETURNING_POS, (self._id, canonical, form, None)
+            _sql.PUT_RETURNING_POS, (canonical, form, None, self._id)
         ).fetchone()
         if row is None:
             self._full_or_deleted(link)
@@ -423,7 +422,9 @@ class SharedDict(MutableMapping[Any, Any]):
             )
         else:
             reason = f"{type(exc).__name__}: {exc}"
-        return ValueLoadError(f"{self._where}: the value {what} cannot be loaded: {reason}")
+        return ValueLoadError(
+            f"{self._where}: the value {what} cannot be loaded: {reason}"
+        )
 
     # Missing keys and deleted dicts ----------------------------------------
 
@@ -452,7 +453,7 @@ _CAS_KEYWORDS = frozenset({"new_value", "expected_current_value"})
 def _pairs(source: Any, kwargs: dict[str, Any]) -> Iterator[tuple[Any, Any]]:
     """The (key, value) pairs of `dict.update(source, **kwargs)`."""
     if hasattr(source, "keys"):
-        for key in source.keys():
+        for key in source.keys():  # noqa: SIM118 - dict.update calls keys()
             yield key, source[key]
     else:
         for i, pair in enumerate(source):

@@ -58,11 +58,12 @@ _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 class Link:
     """One thread's connection to one store file."""
 
-    __slots__ = ("__weakref__", "db", "depth", "file", "lock", "timeout")
+    __slots__ = ("__weakref__", "db", "depth", "file", "generation", "lock", "timeout")
 
     def __init__(self, file: StoreFile) -> None:
         self.file = file
         self.db: sqlite3.Connection | None = None
+        self.generation = file.generation
         self.lock = threading.RLock()
         # Transaction nesting: 0 outside, 1 in a transaction, >1 in savepoints.
         self.depth = 0
@@ -73,8 +74,13 @@ class Link:
     def connection(self) -> sqlite3.Connection:
         """The open connection; call with `lock` held."""
         db = self.db
-        if db is None:
-            db = self.db = self.file.connect()
+        file = self.file
+        if file.immutable and file.writer_appeared():
+            file.generation += 1
+        if db is None or self.generation != file.generation:
+            self.close()
+            db = self.db = file.connect(self)
+            self.generation = file.generation
         return db
 
     def close(self) -> None:
@@ -112,7 +118,9 @@ class Link:
             except sqlite3.Error as exc:
                 return self.retry(exc, lambda db: db.execute(sql, params).rowcount)
 
-    def retry(self, exc: sqlite3.Error, attempt: Callable[[sqlite3.Connection], T]) -> T:
+    def retry(
+        self, exc: sqlite3.Error, attempt: Callable[[sqlite3.Connection], T]
+    ) -> T:
         """Repeat `attempt` while the store is busy, up to the timeout.
 
         Only a statement outside an explicit transaction is retried: it
@@ -141,11 +149,17 @@ class Link:
         with self.lock:
             db = self.connection()
             if self.depth and not savepoint:
-                yield db
+                try:
+                    yield db
+                except sqlite3.Error as exc:
+                    raise self.file.translate(exc) from exc
                 return
             self.begin(db)
             try:
                 yield db
+            except sqlite3.Error as exc:
+                self.end(db, commit=False)
+                raise self.file.translate(exc) from exc
             except BaseException:
                 self.end(db, commit=False)
                 raise
@@ -208,12 +222,17 @@ class Link:
         with self.lock:
             db = self.connection()
             if self.depth:
-                yield db
+                try:
+                    yield db
+                except sqlite3.Error as exc:
+                    raise self.file.translate(exc) from exc
                 return
             _run(db, _sql.BEGIN_READ, self.file)
             self.depth = 1
             try:
                 yield db
+            except sqlite3.Error as exc:
+                raise self.file.translate(exc) from exc
             finally:
                 self.depth = 0
                 _rollback(db)
@@ -281,12 +300,19 @@ class StoreFile:
         uri: str,
         *,
         read_only: bool,
+        immutable: bool,
         timeout: float,
         pragmas: tuple[str, ...],
     ) -> None:
         self.path = path
         self.uri = uri
         self.read_only = read_only
+        # A reader that may create no -shm file opens the database file as
+        # immutable; once a writer appears (its -shm exists), it must read
+        # through the WAL like everyone else.
+        self.immutable = immutable
+        # Bumped when every link must reconnect with the new `uri`.
+        self.generation = 0
         self.timeout = timeout
         self.pragmas = pragmas
         self.stores = 0
@@ -313,7 +339,8 @@ class StoreFile:
         self._local.link = link
         return link
 
-    def connect(self) -> sqlite3.Connection:
+    def connect(self, link: Link) -> sqlite3.Connection:
+        """A new connection for `link`, with the store's settings applied."""
         if self.fork_problem is not None:
             raise ForkError(self.fork_problem)
         try:
@@ -327,13 +354,32 @@ class StoreFile:
             )
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
+        waits: LockWaits | None = None
         try:
             for pragma in self.pragmas:
-                db.execute(pragma)
-        except sqlite3.Error as exc:
+                while True:
+                    try:
+                        db.execute(pragma)
+                        break
+                    except sqlite3.Error as exc:
+                        # Some settings read the schema, which a writer in
+                        # rollback-journal mode can hold locked for a while.
+                        if not _is_busy(exc):
+                            raise self.translate(exc) from exc
+                        waits = waits or LockWaits(link)
+                        waits.pause()
+        except BaseException:
             db.close()
-            raise self.translate(exc) from exc
+            raise
         return db
+
+    def writer_appeared(self) -> bool:
+        if not os.path.exists(self.path + "-shm"):
+            return False
+        self.immutable = False
+        self.uri = self.uri.replace("&immutable=1", "")
+        log.info("%s: a writer appeared; reading through its WAL now", self.path)
+        return True
 
     def close_links(self) -> None:
         """Close every thread's connection, waiting for open transactions."""

@@ -127,10 +127,11 @@ GET = "SELECT value, pos FROM mn_item WHERE dict = ? AND key = ?"
 CONTAINS = "SELECT 1 FROM mn_item WHERE dict = ? AND key = ?"
 # Insert or replace in one statement. The SELECT yields no row when the dict
 # was deleted (or has used up its positions), so a rowcount of 0 says so. A
-# replaced key keeps its position and its first-stored key form.
+# replaced key keeps its position and its first-stored key form. Parameters:
+# key, key form, value, dict id.
 _NEXT_POS = f"""
-SELECT last_pos + 1, id, ?2, ?3, ?4 FROM mn_dict
-WHERE id = ?1 AND last_pos + 1 < (id + 1) << {POS_BITS}
+SELECT last_pos + 1, id, ?, ?, ? FROM mn_dict
+WHERE id = ? AND last_pos + 1 < (id + 1) << {POS_BITS}
 """
 PUT = f"""
 INSERT INTO mn_item (pos, dict, key, key_form, value) {_NEXT_POS}
@@ -146,7 +147,7 @@ DELETE = "DELETE FROM mn_item WHERE dict = ? AND key = ?"
 DELETE_AT = "DELETE FROM mn_item WHERE pos = ?"
 LAST_ITEM = """
 SELECT pos, key, key_form, value FROM mn_item
-WHERE pos > ?1 AND pos <= (SELECT last_pos FROM mn_dict WHERE id = ?2)
+WHERE pos > ? AND pos <= (SELECT last_pos FROM mn_dict WHERE id = ?)
 ORDER BY pos DESC LIMIT 1
 """
 VALUE_AT = "SELECT value FROM mn_item WHERE pos = ?"
@@ -155,10 +156,6 @@ VALUE_AT = "SELECT value FROM mn_item WHERE pos = ?"
 # fixed when the iteration began.
 KEYS_PAGE = """
 SELECT pos, key, key_form FROM mn_item
-WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
-"""
-VALUES_PAGE = """
-SELECT pos, value FROM mn_item
 WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
 """
 ITEMS_PAGE = """

@@ -108,7 +108,7 @@ class Store:
 
     @property
     def journal_mode(self) -> str:
-        """"wal" or "rollback"."""
+        """The journal mode in use: "wal" or "rollback"."""
         return self._file.journal_mode
 
     def __repr__(self) -> str:
@@ -220,9 +220,7 @@ class Store:
         """Problems found in the file; an empty list means it is sound."""
         link = self._link()
         problems = [
-            row[0]
-            for row in link.all("PRAGMA integrity_check", ())
-            if row[0] != "ok"
+            row[0] for row in link.all("PRAGMA integrity_check", ()) if row[0] != "ok"
         ]
         app_id, version, _ = link.one(_sql.READ_HEADER, ())
         if app_id != _sql.APPLICATION_ID:
@@ -398,8 +396,11 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         raise StoreIOError(
             errno.ENOENT, f"cannot open the store {real}: no directory {directory}"
         )
+    mount = _fs.find_mount(directory)
     header = _read_header(real)
     if header is None:
+        # Decide before creating anything, so a refusal leaves no file.
+        _fs.choose_journal_mode(requested, mount, None, path=real)
         _create_file(real, exclusive=False)
         header = _read_header(real) or b""
     kind = _classify(real, header)
@@ -407,7 +408,6 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
     existing = None
     if kind != "empty":
         existing = "wal" if 2 in (header[18], header[19]) else "rollback"
-    mount = _fs.find_mount(directory)
     mode, reason = _fs.choose_journal_mode(requested, mount, existing, path=real)
 
     read_only = not _writable(real, directory, existing)
@@ -420,11 +420,13 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         )
     if read_only and mode != existing:
         mode, reason = existing or mode, f"{reason} (read-only, so left as it is)"
+    immutable = read_only and existing == "wal" and not _has_shm(real)
 
     file = StoreFile(
         real,
-        _uri(real, read_only, existing),
+        _uri(real, read_only=read_only, immutable=immutable),
         read_only=read_only,
+        immutable=immutable,
         timeout=timeout,
         pragmas=_pragmas(mode, durability),
     )
@@ -484,7 +486,8 @@ def _create_file(path: str, *, exclusive: bool) -> None:
 
 
 def _classify(path: str, header: bytes) -> str:
-    """"empty", "ours", or "blank" (SQLite, no application id yet)."""
+    """What the header says: "empty", "ours", or "blank" (a SQLite file
+    with no application id yet)."""
     if not header:
         return "empty"
     if len(header) < _HEADER_SIZE or not header.startswith(_SQLITE_MAGIC):
@@ -525,10 +528,11 @@ def _look_inside(path: str, header: bytes, timeout: float) -> str:
     mode its header still sits in the -wal file) or another application's
     database. A read-only connection tells which, and cannot change it.
     """
+    # Read-only, and immutable while no -shm exists, so that looking creates
+    # no -wal or -shm file beside another application's database.
+    uri = _uri(path, read_only=True, immutable=not _has_shm(path))
     try:
-        with contextlib.closing(
-            sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout)
-        ) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=timeout)) as db:
             app_id, version, tables = db.execute(_sql.READ_HEADER).fetchone()
     except sqlite3.Error as exc:
         log.info("refused %s: %s", path, exc)
@@ -560,17 +564,22 @@ def _writable(path: str, directory: str, existing: str | None) -> bool:
     )
 
 
-def _uri(path: str, read_only: bool, existing: str | None) -> str:
+def _has_shm(path: str) -> bool:
+    return os.path.exists(path + "-shm")
+
+
+def _uri(path: str, *, read_only: bool, immutable: bool) -> str:
+    """The URI to open `path` with.
+
+    A process that may not write the store must not create its -shm or -wal
+    files either: in a shared directory they would belong to it, and lock
+    the owner out. While no -shm exists no process is writing, so the
+    database file alone holds every committed write and can be read as
+    immutable; the link switches to a plain read-only connection once a
+    writer's -shm appears.
+    """
     uri = f"file:{quote(path)}?mode={'ro' if read_only else 'rw'}"
-    if (
-        read_only
-        and existing == "wal"
-        and not os.path.exists(path + "-shm")
-        and not os.access(os.path.dirname(path), os.W_OK)
-    ):
-        # Nothing can create the -shm file that WAL readers need, and nobody
-        # can be writing (the directory is read-only, so no -wal can exist
-        # either): the database file alone holds every committed write.
+    if immutable:
         uri += "&immutable=1"
     return uri
 
@@ -592,7 +601,7 @@ def _initialise(link: Link, mode: str) -> None:
     if mode == "wal":
         link.one("PRAGMA journal_mode = WAL", ())
     with link.writing() as db:
-        app_id, version, tables = db.execute(_sql.READ_HEADER).fetchone()
+        app_id, _, tables = db.execute(_sql.READ_HEADER).fetchone()
         if app_id == 0 and tables == 0:
             _migrate(db, 0)
         elif app_id != _sql.APPLICATION_ID:
