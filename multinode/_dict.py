@@ -76,11 +76,8 @@ class SharedDict(MutableMapping[Any, Any]):
         return f"<multinode.SharedDict {self._where}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        store = self._store
-        return (
-            _reopen,
-            (store.path, store.timeout, store._file.durability, self._name),
-        )
+        # Crosses to another process as its store and name.
+        return (_reopen, (self._store, self._name))
 
     # Reading -----------------------------------------------------------------
 
@@ -506,8 +503,7 @@ class _Items(ItemsView[Any, Any]):
         return self._mapping._iter_items()
 
 
-def _reopen(path: str, timeout: float, durability: str, name: str) -> SharedDict:
-    store = _store.Store(path, timeout=timeout, durability=durability)  # type: ignore[arg-type]
+def _reopen(store: Store, name: str) -> SharedDict:
     return store.get_dict(name)
 
 

@@ -115,6 +115,12 @@ class Store:
         state = " (closed)" if self._closed else ""
         return f"<multinode.Store {self._file_path()!r}{state}>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # A store crosses to another process as its path and settings; the
+        # other process opens its own connections.
+        file = self._file
+        return (_reopen_store, (file.path, self.timeout, file.durability))
+
     def _file_path(self) -> str:
         file = getattr(self, "_file", None)
         return file.path if file is not None else "?"
@@ -285,6 +291,10 @@ class Store:
             self.close()
         except Exception:
             pass
+
+
+def _reopen_store(path: str, timeout: float, durability: Durability) -> Store:
+    return Store(path, timeout=timeout, durability=durability)
 
 
 @contextlib.contextmanager
