@@ -310,6 +310,61 @@ def fork_hazard(path: str, mode: str, n: int, child_exit: str, out: str) -> None
     )
 
 
+def _wait_line(fd: int, timeout: float) -> bytes:
+    ready, _, _ = select.select([fd], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no word from the other process within {timeout} s")
+    return os.read(fd, 64)
+
+
+def fork_hazard_overlap(
+    path: str, mode: str, n: int, child_exit: str, out: str
+) -> None:
+    """The parent closes its store while the child, forked from it after it
+    had used the store, is between writes; the child then writes on. A child
+    running on the parent's connection, or on SQLite lock bookkeeping copied
+    from it, holds no real lock, so the parent's close may checkpoint and
+    remove the WAL under it and its later writes vanish."""
+    store = mn.Store(path, journal_mode=mode)
+    d = store.get_dict("hazard")
+    d["parent_before"] = 1
+    _ = d["parent_before"], len(d), list(d)
+    to_parent_r, to_parent_w = os.pipe()
+    to_child_r, to_child_w = os.pipe()
+
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for i in range(n):
+                d[f"c{i}"] = i
+                if i == n // 2:
+                    os.write(to_parent_w, b"half")
+                    _wait_line(to_child_r, 60)
+            d["child_n"] = len(d)
+            code = 0
+        except BaseException:
+            Path(out + ".child").write_text(traceback.format_exc())
+        _child_exit(code, child_exit)
+
+    _wait_line(to_parent_r, 60)
+    for i in range(n):
+        d[f"p{i}"] = i
+    store.close()
+    os.write(to_child_w, b"closed")
+    child_rc = waitpid_bounded(pid, 60)
+    with mn.Store(path, journal_mode=mode) as again:
+        again.get_dict("hazard")["parent_after"] = 1
+    child_error = Path(out + ".child")
+    _dump(
+        {
+            "child_rc": child_rc,
+            "child_error": child_error.read_text() if child_error.exists() else None,
+        },
+        out,
+    )
+
+
 def fork_mp_child(d: mn.SharedDict, j: int, n: int) -> None:
     """Target for the ``fork`` start method: uses the inherited dict."""
     for i in range(n):
@@ -588,6 +643,7 @@ def b30_many(n: int, nofile: int, stores: int, out: str) -> None:
 COMMANDS: dict[str, Callable[..., None]] = {
     "crash_writer": crash_writer,
     "fork_hazard": fork_hazard,
+    "fork_hazard_overlap": fork_hazard_overlap,
     "fork_mp": fork_mp,
     "fork_in_transaction": fork_in_transaction,
     "hold_lock": hold_lock,

@@ -22,18 +22,20 @@ pytestmark = [
 N = 200
 
 
+@pytest.mark.parametrize("overlap", [False, True], ids=["child_first", "overlap"])
 @pytest.mark.parametrize("child_exit", ["exit", "_exit"])
 def test_fork_child_writes_survive_parent_close(
-    tmp_path: Path, journal_mode: str, child_exit: str
+    tmp_path: Path, journal_mode: str, child_exit: str, overlap: bool
 ) -> None:
     """A parent that has used its store forks; the child writes N keys and
-    exits 0; the parent writes and closes; a fresh process sees every write
-    of both (repeated, since the hazard is a race)."""
+    exits 0; the parent writes and closes (after the child ended, or while
+    the child is between writes); a fresh process sees every write of both
+    (repeated, since the hazard is a race)."""
     path = tmp_path / "fork.db"
-    for attempt in range(4):
+    for attempt in range(3):
         out = tmp_path / f"hazard{attempt}.pickle"
         got = run_worker(
-            "fork_hazard",
+            "fork_hazard_overlap" if overlap else "fork_hazard",
             path=str(path),
             mode=journal_mode,
             n=N,
