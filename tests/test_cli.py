@@ -331,6 +331,10 @@ def test_dump_load_round_trips_tricky_keys_and_values(tmp_path: Path) -> None:
         [sys.executable, "-c", WRITE_TRICKY, str(src)], check=True, timeout=60
     )
 
+    # get must unpickle, and cannot: one clear line naming the missing class.
+    result = cli("get", "tricky", "point", "--store", src, expect=None)
+    assert_user_error(result, "'point'", "Point")
+
     dump = cli("dump", "tricky", "--store", src).stdout
     lines = dump.decode("utf-8").splitlines()
     assert json.loads(lines[0])["serializer"] == "pickle"
