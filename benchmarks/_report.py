@@ -244,29 +244,34 @@ def section_len(res: dict[str, Any]) -> list[str]:
     lines = [
         f"### `len` and `bool` (case B28): {size(small)} vs {size(big)} keys",
         "",
+        "A capped peer is shown at its largest store instead.",
+        "",
     ]
     header = [
         "system",
         f"len {size(small)}",
-        f"len {size(big)}",
-        f"len {size(big)} / {size(small)}",
-        f"len {size(big)} vs floor",
-        f"bool {size(big)}",
+        "len, big store",
+        f"big / {size(small)}",
+        "big vs floor",
+        "bool, big store",
     ]
     rows = []
     for key in _measured(res):
         per = sz["len"].get(key)
         if not per or per.get("n/a"):
             continue
+        sizes = sorted(int(n) for n in per)
         a = per.get(small) or per.get(str(small))
-        b = per.get(big) or per.get(str(big))
-        if a is None or b is None:
+        top = sizes[-1]
+        b = per.get(top) or per.get(str(top))
+        if a is None or b is None or top == small:
             continue
+        at = "" if top == big else f" @ {size(top)}"
         rows.append(
             [
                 _label(res, key),
                 us(a["len_us"]),
-                us(b["len_us"]),
+                us(b["len_us"]) + at,
                 ratio(b.get("len_scale")),
                 ratio(b.get("len_ratio")),
                 us(b["bool_us"]),
@@ -586,6 +591,13 @@ def section_machine(res: dict[str, Any]) -> list[str]:
         f"- timer overhead subtracted from each sample: "
         f"{res['timer_overhead_ns']:.0f} ns",
     ]
+    mnlog = res.get("multinode_log") or {}
+    if mnlog.get("records"):
+        first = mnlog["first"][0].split(" WARNING ", 1)[-1]
+        lines.append(
+            f"- multinode logged {mnlog['records']} warning(s) during the run "
+            f"(lock waits under contention), first: `{first[:120]}`"
+        )
     skipped = [
         f"{s['label']} ({s['skipped']})"
         for s in res["systems"].values()

@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 PICKLE_PROTOCOL = 5
+# Peers are built up to this size by default; the floor and multinode go to
+# every size. Filling a 1M-key store takes 30-40 s for some peers.
+PEER_MAX_KEYS = 100_000
 LOAD_CHUNK = 20_000
 
 # Every operation of the per-operation table, in table order.
@@ -107,6 +110,11 @@ class Handle:
     def load(self, items: Iterable[tuple[str, Any]]) -> None:
         for key, value in items:
             self.set(key, value)
+
+    def discard_many(self, keys: list[str]) -> None:
+        """Delete keys that exist (untimed cleanup), in bulk where possible."""
+        for key in keys:
+            self.delete(key)
 
     def counter(self, variant: str) -> Counter:
         raise NotSupported
@@ -325,6 +333,11 @@ class FloorHandle(Handle):
             )
             self.execute("COMMIT")
 
+    def discard_many(self, keys: list[str]) -> None:
+        self.execute("BEGIN IMMEDIATE")
+        self.conn.executemany(FLOOR_DELETE, [(k,) for k in keys])
+        self.execute("COMMIT")
+
     def counter(self, variant: str) -> Counter:
         return Counter(lambda k: self.set(k, 0), self.incr, lambda k: self.get(k))
 
@@ -368,6 +381,7 @@ class FloorRollback(Floor):
     """The same floor on a rollback journal: the reference for that mode."""
 
     key = "floor-rollback"
+    max_keys = PEER_MAX_KEYS
     label = "raw sqlite3, rollback journal"
     journal = "rollback"
 
@@ -437,6 +451,11 @@ class MultinodeHandle(Handle):
     def load(self, items: Iterable[tuple[str, Any]]) -> None:
         for chunk in _chunks(items, LOAD_CHUNK):
             self.d.update(dict(chunk))
+
+    def discard_many(self, keys: list[str]) -> None:
+        with self.store.transaction():
+            for key in keys:
+                del self.d[key]
 
     def counter(self, variant: str) -> Counter:
         return Counter(lambda k: self.set(k, 0), self.incr, lambda k: self.get(k))
@@ -548,6 +567,11 @@ class DiskcacheHandle(Handle):
                 for key, value in chunk:
                     self.obj[key] = value
 
+    def discard_many(self, keys: list[str]) -> None:
+        with self.obj.transact():
+            for key in keys:
+                del self.obj[key]
+
     def counter(self, variant: str) -> Counter:
         if variant == "plain":
             return _plain_counter(self)
@@ -562,6 +586,7 @@ class DiskcacheHandle(Handle):
 
 class DiskcacheCache(System):
     key = "diskcache-cache"
+    max_keys = PEER_MAX_KEYS
     label = "diskcache Cache"
     modules = ("diskcache",)
     notes: ClassVar[dict[str, str]] = {
@@ -666,6 +691,7 @@ class SqlitedictHandle(Handle):
 
 class Sqlitedict(System):
     key = "sqlitedict"
+    max_keys = PEER_MAX_KEYS
     label = "sqlitedict (autocommit)"
     modules = ("sqlitedict",)
     notes: ClassVar[dict[str, str]] = {
@@ -772,7 +798,7 @@ class Shelve(System):
         "sia": "`in` then set (one process only)",
     }
     variants = ()
-    max_keys = 100_000
+    max_keys = PEER_MAX_KEYS
 
     @property
     def label(self) -> str:  # type: ignore[override]
@@ -864,7 +890,7 @@ class Manager(System):
         Variant("locked", "`with lock: d[k] += 1`", True),
         Variant("plain", "`d[k] += 1`", False),
     )
-    max_keys = 100_000
+    max_keys = PEER_MAX_KEYS
 
     def __init__(self) -> None:
         self.manager: Any = None
@@ -982,6 +1008,7 @@ class RedisHandle(Handle):
 
 class Redis(System):
     key = "redis"
+    max_keys = PEER_MAX_KEYS
     label = "Redis (redis-py, loopback)"
     modules = ("redis",)
     notes: ClassVar[dict[str, str]] = {
@@ -1097,6 +1124,7 @@ class DictHandle(Handle):
 
 class PlainDict(System):
     key = "dict"
+    max_keys = PEER_MAX_KEYS
     label = "plain dict (ceiling)"
     shared = False
     notes: ClassVar[dict[str, str]] = {"incr": "one process only"}

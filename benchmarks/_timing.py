@@ -31,11 +31,22 @@ def timer_overhead_ns(samples: int = 2001) -> float:
     return float(statistics.median(diffs))
 
 
-def timed_calls(fn: Callable[[Any], object], args: Iterable[Any]) -> list[int]:
-    """Call ``fn(arg)`` for each arg and return each call's time in ns."""
+MIN_CALLS = 10
+
+
+def timed_calls(
+    fn: Callable[[Any], object], args: Iterable[Any], budget_s: float | None = None
+) -> list[int]:
+    """Call ``fn(arg)`` for each arg and return each call's time in ns.
+
+    With ``budget_s``, stop early once that much time has passed and at least
+    ``MIN_CALLS`` calls were made, so that a system whose writes wait for the
+    disk (a rollback journal) cannot stretch the run to many minutes.
+    """
     clock = time.perf_counter_ns
     samples: list[int] = []
     append = samples.append
+    stop_at = clock() + int(budget_s * 1e9) if budget_s else None
     was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -44,6 +55,8 @@ def timed_calls(fn: Callable[[Any], object], args: Iterable[Any]) -> list[int]:
             fn(arg)
             t1 = clock()
             append(t1 - t0)
+            if stop_at is not None and t1 > stop_at and len(samples) >= MIN_CALLS:
+                break
     finally:
         if was_enabled:
             gc.enable()

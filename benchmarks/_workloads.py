@@ -9,6 +9,7 @@ temporary directory, deleted when the workload ends.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import random
 import shutil
@@ -53,6 +54,7 @@ class Config:
     incr_per_proc: int = 1000
     contended_rounds: int = 3
     contended_budget_s: float = 2.0
+    batch_budget_s: float = 0.2
     clear_keys: int = 1000
     dicts: int = 1000
     workloads: list[str] = field(default_factory=lambda: list(WORKLOADS))
@@ -115,6 +117,20 @@ def value_of(size: int, seed: int) -> bytes:
     return random.Random(seed + size).randbytes(size)
 
 
+_STAMP = itertools.count(1)
+
+
+def distinct_values(base: bytes, count: int) -> list[bytes]:
+    """``count`` values shaped like ``base``, each unlike any written before.
+
+    A replace must really change the value: SQLite skips the page write when
+    an UPDATE stores bytes identical to the old ones, which would turn
+    "replace" into a read for every SQLite-based system.
+    """
+    tail = base[8:]
+    return [next(_STAMP).to_bytes(8, "little") + tail for _ in range(count)]
+
+
 # ---------------------------------------------------------------- operations
 class OpBench:
     """Runs batches of one operation on one handle, keeping sizes steady."""
@@ -124,6 +140,7 @@ class OpBench:
         self.ctx, self.system, self.h = ctx, system, handle
         self.rng = random.Random(cfg.seed)
         self.n = cfg.ops
+        self.budget = cfg.batch_budget_s
         self.value = value_of(cfg.value_bytes, cfg.seed)
         self.keys = [key_of(i) for i in range(cfg.keys)]
         self.fresh_count = 0
@@ -146,29 +163,31 @@ class OpBench:
 
     def batch(self, op: str) -> list[int]:
         """Time one batch of ``op``; untimed setup and cleanup around it."""
-        h, n, rng = self.h, self.n, self.rng
+        h, n, rng, budget = self.h, self.n, self.rng, self.budget
         if op == "get":
-            return timed_calls(h.get, rng.choices(self.keys, k=n))
+            return timed_calls(h.get, rng.choices(self.keys, k=n), budget)
         if op == "contains":
-            return timed_calls(h.contains, rng.choices(self.keys, k=n))
+            return timed_calls(h.contains, rng.choices(self.keys, k=n), budget)
         if op == "replace":
             set_ = h.set
-            pairs = [(k, self.value) for k in rng.choices(self.keys, k=n)]
-            return timed_calls(lambda a: set_(a[0], a[1]), pairs)
+            values = distinct_values(self.value, n)
+            pairs = list(zip(rng.choices(self.keys, k=n), values, strict=True))
+            return timed_calls(lambda a: set_(a[0], a[1]), pairs, budget)
         if op in ("set_new", "sia"):
             fn = h.set if op == "set_new" else h.sia
             pairs = [(self.fresh(), self.value) for _ in range(n)]
-            samples = timed_calls(lambda a: fn(a[0], a[1]), pairs)
-            for key, _ in pairs:
-                h.delete(key)
+            samples = timed_calls(lambda a: fn(a[0], a[1]), pairs, budget)
+            h.discard_many([key for key, _ in pairs[: len(samples)]])
             return samples
         if op == "delete":
             doomed = [self.fresh() for _ in range(n)]
-            for key in doomed:
-                h.set(key, self.value)
-            return timed_calls(h.delete, doomed)
+            h.load((key, self.value) for key in doomed)
+            samples = timed_calls(h.delete, doomed, budget)
+            h.discard_many(doomed[len(samples) :])
+            return samples
         if op == "incr":
-            return timed_calls(h.incr, [self.counters[i % 100] for i in range(n)])
+            keys = [self.counters[i % 100] for i in range(n)]
+            return timed_calls(h.incr, keys, budget)
         if op == "cas":
             return self._cas_batch()
         raise ValueError(op)
@@ -176,12 +195,15 @@ class OpBench:
     def _cas_batch(self) -> list[int]:
         h, mirror = self.h, self.cas_mirror
         triples = []
+        planned = dict(mirror)
         for i in range(self.n):
             key = self.cas_keys[i % len(self.cas_keys)]
-            triples.append((key, mirror[key], mirror[key] + 1))
-            mirror[key] += 1
+            triples.append((key, planned[key], planned[key] + 1))
+            planned[key] += 1
         cas = h.cas
-        samples = timed_calls(lambda a: cas(a[0], a[1], a[2]), triples)
+        samples = timed_calls(lambda a: cas(a[0], a[1], a[2]), triples, self.budget)
+        for key, _, new in triples[: len(samples)]:
+            mirror[key] = new
 
         # A CAS that failed would make every later one fail fast: check, resync.
         for key in self.cas_keys:
@@ -432,6 +454,8 @@ def run_sizes(ctx: Context) -> dict[str, Any]:
                     floor_scale, floor_series,
                 )  # fmt: skip
                 lens = [n for n in sorted(cfg.len_sizes) if n in handles]
+                if len(lens) < len(cfg.len_sizes) and max(handles) not in lens:
+                    lens.append(max(handles))  # capped: its largest store
                 out["len"][system.key] = _len_scaling(
                     ctx, system, floor_h, handles, lens
                 )
@@ -464,13 +488,21 @@ def _fmt_build(times: dict[int, float]) -> str:
     return ", ".join(f"{n:,} keys {t:.1f} s" for n, t in times.items())
 
 
-def _size_batch(handle: Handle, op: str, n: int, count: int, rng: random.Random,
-                value: Any) -> list[int]:  # fmt: skip
+def _size_batch(
+    handle: Handle,
+    op: str,
+    n: int,
+    count: int,
+    rng: random.Random,
+    value: Any,
+    budget: float | None = None,
+) -> list[int]:
     keys = [key_of(rng.randrange(n)) for _ in range(count)]
     if op == "get":
-        return timed_calls(handle.get, keys)
+        return timed_calls(handle.get, keys, budget)
     set_ = handle.set
-    return timed_calls(lambda k: set_(k, value), keys)
+    pairs = list(zip(keys, distinct_values(value, count), strict=True))
+    return timed_calls(lambda a: set_(a[0], a[1]), pairs, budget)
 
 
 def _size_ops(
@@ -491,8 +523,8 @@ def _size_ops(
         series = {n: Series() for n in sizes}
         scale: dict[int, list[float]] = {n: [] for n in sizes}
 
-        def one(h: Handle, n: int, sink: Series | None = None) -> float:
-            raw = _size_batch(h, op, n, cfg.ops, rng, value)  # noqa: B023
+        def one(h: Handle, n: int, sink: Series | None = None, op: str = op) -> float:
+            raw = _size_batch(h, op, n, cfg.ops, rng, value, cfg.batch_budget_s)
             samples = [max(0.0, s - overhead) for s in raw]
             if sink is not None:
                 sink.samples.extend(samples)
@@ -708,8 +740,16 @@ def run_values(ctx: Context) -> dict[str, Any]:
                 series = {key: Series() for key in handles}
                 runners = {
                     key: _batch_runner(
-                        h, op, count, n, rng, value, overhead, series[key]
-                    )
+                        h,
+                        op,
+                        count,
+                        n,
+                        rng,
+                        value,
+                        overhead,
+                        series[key],
+                        cfg.batch_budget_s,
+                    )  # fmt: skip
                     for key, h in handles.items()
                 }
                 for key, run in runners.items():  # warm-up, not recorded
@@ -735,11 +775,12 @@ def _batch_runner(
     value: Any,
     overhead: float,
     sink: Series,
+    budget: float | None,
 ) -> Callable[[], float]:
     """A batch of get or replace on random keys of ``h``, into ``sink``."""
 
     def run() -> float:
-        raw = _size_batch(h, op, keys, n, rng, value)
+        raw = _size_batch(h, op, keys, n, rng, value, budget)
         samples = [max(0.0, s - overhead) for s in raw]
         sink.samples.extend(samples)
         return median_or_nan(samples)

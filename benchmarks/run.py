@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import shlex
@@ -218,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.flush()
 
     systems, described = choose_systems(args, log)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or time.strftime("scratch-%Y%m%d-%H%M%S")
+    args.name = stem
+    log_path = args.out / f"{stem}.log"
+    mn_log = _capture_multinode_log(log_path)
     root = Path(tempfile.mkdtemp(prefix="mn-bench-", dir=args.tmpdir))
     results: dict[str, Any] = {
         "command": "python -m benchmarks"
@@ -264,6 +270,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(root, ignore_errors=True)
         if old is not None:
             signal.signal(signal.SIGTERM, old)
+        logging.getLogger("multinode").removeHandler(mn_log)
+        mn_log.close()
+
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    results["multinode_log"] = {
+        "file": str(log_path),
+        "records": len(lines),
+        "first": lines[:5],
+    }
+    if lines:
+        log(f"multinode logged {len(lines)} warning(s), see {log_path}")
 
     results["elapsed_s"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = (
@@ -274,6 +291,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _capture_multinode_log(path: Path) -> logging.Handler:
+    """Send multinode's warnings (lock waits and the like) to a file.
+
+    Forked workers inherit the handler, so their records land there too.
+    """
+    handler = logging.FileHandler(path, mode="w", delay=False)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s pid %(process)d %(levelname)s %(message)s")
+    )
+    logging.getLogger("multinode").addHandler(handler)
+    return handler
+
+
 def _raise_exit(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
@@ -282,8 +313,7 @@ def write_outputs(
     results: dict[str, Any], args: argparse.Namespace, log: Callable[[str], None]
 ) -> None:
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or time.strftime("scratch-%Y%m%d-%H%M%S")
+    stem = args.name
     md = _report.markdown(results)
     (out / f"{stem}.md").write_text(md)
     (out / f"{stem}.json").write_text(json.dumps(_clean(results), indent=1) + "\n")
