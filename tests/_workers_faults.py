@@ -260,6 +260,19 @@ def crash_writer(
         note("A", {"i": i}, True)
 
 
+def die_in_transaction(path: str, mode: str, ready: str, size: int) -> None:
+    """Stop inside a transaction over two dicts (to be SIGKILLed there)."""
+    store = mn.Store(path, journal_mode=mode)
+    main, a, b = (store.get_dict(n) for n in ("main", "a", "b"))
+    with store.transaction():
+        a["x"] = b"\x07" * size
+        b["x"] = b"\x07" * size
+        main["keep"] = 2
+        del main["gone"]
+        Path(ready).touch()
+        time.sleep(120)
+
+
 # --------------------------------------------------------------------------
 # Fork scenarios (each runs in a process of its own and forks there)
 
@@ -505,8 +518,12 @@ def hold_lock(path: str, begin: str, max_hold: float) -> None:
     arrives on stdin (or ``max_hold`` seconds pass); then roll back."""
     db = sqlite3.connect(path, isolation_level=None, timeout=30)
     db.execute(begin)
-    # A dirty page as well, so the lock is a real pending write.
-    db.execute("UPDATE mn_dict SET length = length")
+    if begin == "BEGIN":
+        # A read transaction: holds SQLite's SHARED lock.
+        db.execute("SELECT count(*) FROM mn_item").fetchall()
+    else:
+        # A dirty page as well, so the lock is a real pending write.
+        db.execute("UPDATE mn_dict SET length = length")
     print("locked", flush=True)
     select.select([sys.stdin], [], [], max_hold)
     db.execute("ROLLBACK")
@@ -642,6 +659,7 @@ def b30_many(n: int, nofile: int, stores: int, out: str) -> None:
 
 COMMANDS: dict[str, Callable[..., None]] = {
     "crash_writer": crash_writer,
+    "die_in_transaction": die_in_transaction,
     "fork_hazard": fork_hazard,
     "fork_hazard_overlap": fork_hazard_overlap,
     "fork_mp": fork_mp,

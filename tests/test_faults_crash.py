@@ -220,3 +220,41 @@ def test_sigkill_writers_at_random_moments(tmp_path: Path, journal_mode: str) ->
     # The test only means something if writers did get work acknowledged.
     assert killed_while_working >= ROUNDS, f"writers barely ran (seed {seed})"
     assert sum(len(log.acked) for log in logs) > 50, f"seed {seed}"
+
+
+@pytest.mark.parametrize("size", [1000, 20 * 2**20], ids=["small", "20MB"])
+def test_killed_inside_transaction_leaves_nothing_and_no_lock(
+    tmp_path: Path, journal_mode: str, size: int
+) -> None:
+    """A process SIGKILLed inside a transaction over two dicts leaves none of
+    it behind, holds no lock afterwards (the next write needs no wait), and
+    the file is intact."""
+    path = tmp_path / "tx.db"
+    with mn.Store(path, journal_mode=journal_mode) as store:
+        store.get_dict("main").update({"keep": 1, "gone": 1})
+        store.get_dict("a")
+        store.get_dict("b")
+    ready = tmp_path / "ready"
+    proc = start_worker(
+        "die_in_transaction",
+        path=str(path),
+        mode=journal_mode,
+        ready=str(ready),
+        size=size,
+    )
+    wait_until(lambda: ready.exists() or proc.poll() is not None, 60, "the transaction")
+    assert proc.poll() is None, finish(proc, 10)
+    proc.kill()
+    rc, _, err = finish(proc, 30)
+    assert rc == -9, err
+
+    assert integrity(path) == "ok"
+    with mn.Store(path, journal_mode=journal_mode, timeout=5.0) as store:
+        main, a, b = (store.get_dict(n) for n in ("main", "a", "b"))
+        assert main.copy() == {"keep": 1, "gone": 1}
+        assert len(main) == 2
+        assert "x" not in a and "x" not in b and len(a) == len(b) == 0
+        main["after"] = 1
+        a["y"] = b"y"
+        assert store.check() == []
+    assert integrity(path) == "ok"

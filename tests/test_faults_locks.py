@@ -8,8 +8,10 @@ The lock is held by another process through the raw sqlite3 module
 
 from __future__ import annotations
 
+import pickle
 import re
 import select
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -275,6 +277,47 @@ def test_new_connection_waits_for_lock_released_in_time(
     store.close()
 
 
+def test_commit_blocked_by_reader_times_out_cleanly(
+    tmp_path: Path, holder_factory: Callable[..., LockHolder]
+) -> None:
+    """Rollback journal: a reader holding its SHARED lock past the timeout
+    keeps a writer from committing; the write raises LockTimeout, is not
+    applied, and leaves no lock behind (another process can write at once)."""
+    path = tmp_path / "locks.db"
+    store = seeded_store(path, "rollback")
+    d = store.get_dict("d")
+    holder = holder_factory(path, "BEGIN")
+    with pytest.raises(mn.LockTimeout) as info:
+        d["b"] = 2
+    _assert_names_file_and_wait(info.value, path)
+    holder.release()
+    assert "b" not in d
+    db = sqlite3.connect(str(path), timeout=0.1, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+    d["b"] = 2
+    assert d.copy() == {"a": 1, "s": 5, "l": [1], "b": 2}
+    store.close()
+
+
+def test_lock_timeout_pickles(
+    tmp_path: Path, holder_factory: Callable[..., LockHolder]
+) -> None:
+    """A LockTimeout crosses process boundaries: it pickles with its type and
+    message."""
+    path = tmp_path / "locks.db"
+    store = seeded_store(path, "wal")
+    holder_factory(path)
+    with pytest.raises(mn.LockTimeout) as info:
+        store.get_dict("d")["b"] = 2
+    again = pickle.loads(pickle.dumps(info.value))
+    assert type(again) is mn.LockTimeout and str(again) == str(info.value)
+    store.close()
+
+
 def test_transaction_in_another_thread_times_out_writer(
     tmp_path: Path, journal_mode: str
 ) -> None:
@@ -317,8 +360,6 @@ def test_holder_helper_really_holds_the_lock(
 ) -> None:
     """Guard for the tests above: raw sqlite3 itself is locked out by the
     holder (so a passing write really waited)."""
-    import sqlite3
-
     path = tmp_path / "locks.db"
     seeded_store(path, "wal").close()
     holder = holder_factory(path)
