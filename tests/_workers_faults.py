@@ -378,6 +378,78 @@ def fork_hazard_overlap(
     )
 
 
+def fork_inside_own_transaction(path: str, mode: str, out: str) -> None:
+    """Fork from inside this thread's own transaction: the child must not
+    use the store; the parent's transaction commits."""
+    store = mn.Store(path, journal_mode=mode)
+    d = store.get_dict("own")
+    d["before"] = 1
+    r, w = os.pipe()
+    with store.transaction():
+        d["in_tx"] = 1
+        pid = os.fork()
+        if pid == 0:
+            obs: dict[str, str] = {}
+            for label, fn in (("get", lambda: d["before"]), ("len", lambda: len(d))):
+                try:
+                    obs[label] = f"ok {fn()!r}"
+                except mn.ForkError:
+                    obs[label] = "ForkError"
+                except BaseException as exc:
+                    obs[label] = f"{type(exc).__name__}: {exc}"
+            os.write(w, pickle.dumps(obs))
+            os._exit(0)
+        d["after_fork"] = 1
+    os.close(w)
+    child_rc = waitpid_bounded(pid, 60)
+    obs = pickle.loads(os.read(r, 65536))
+    store.close()
+    _dump({"child": obs, "child_rc": child_rc}, out)
+
+
+def fork_with_busy_thread(path: str, mode: str, forks: int, n: int, out: str) -> None:
+    """Fork repeatedly while another thread writes without pause; each child
+    writes ``n`` keys of its own."""
+    store = mn.Store(path, journal_mode=mode)
+    d = store.get_dict("busy")
+    stop = threading.Event()
+    acked = [0]
+    errors: list[str] = []
+
+    def write() -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                d[f"t{i}"] = i
+                i += 1
+                acked[0] = i
+        except BaseException:
+            errors.append(traceback.format_exc())
+
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    codes = []
+    for f in range(forks):
+        time.sleep(0.05)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                for i in range(n):
+                    d[f"c{f}.{i}"] = i
+                code = 0
+            except BaseException:
+                traceback.print_exc()
+            _child_exit(code, "exit" if f % 2 else "_exit")
+        codes.append(waitpid_bounded(pid, 60))
+    stop.set()
+    t.join(60)
+    if t.is_alive():
+        raise AssertionError("the writing thread is still running after 60 s")
+    store.close()
+    _dump({"codes": codes, "acked": acked[0], "errors": errors}, out)
+
+
 def fork_mp_child(d: mn.SharedDict, j: int, n: int) -> None:
     """Target for the ``fork`` start method: uses the inherited dict."""
     for i in range(n):
@@ -663,6 +735,8 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "fork_hazard": fork_hazard,
     "fork_hazard_overlap": fork_hazard_overlap,
     "fork_mp": fork_mp,
+    "fork_inside_own_transaction": fork_inside_own_transaction,
+    "fork_with_busy_thread": fork_with_busy_thread,
     "fork_in_transaction": fork_in_transaction,
     "hold_lock": hold_lock,
     "dump": dump,

@@ -137,3 +137,44 @@ def test_fork_past_timeout_child_refuses_store(
     assert integrity(path) == "ok"
     items = dict(fresh_read(path, ["tx"], tmp_path / "r")["tx"]["items"])
     assert items == {"before": 1, "t1": 1, "t2": 2, "parent_after": 1}
+
+
+def test_fork_inside_own_transaction(tmp_path: Path, journal_mode: str) -> None:
+    """A fork from inside the forking thread's own transaction: the child
+    gets ForkError for every use of the store; the parent's transaction,
+    including what it wrote after the fork, commits."""
+    path = tmp_path / "own.db"
+    got = run_worker(
+        "fork_inside_own_transaction",
+        path=str(path),
+        mode=journal_mode,
+        out=str(tmp_path / "o"),
+    )
+    assert got["child_rc"] == 0
+    assert got["child"] == {"get": "ForkError", "len": "ForkError"}
+    items = dict(fresh_read(path, ["own"], tmp_path / "r")["own"]["items"])
+    assert items == {"before": 1, "in_tx": 1, "after_fork": 1}
+
+
+def test_fork_while_another_thread_writes(tmp_path: Path, journal_mode: str) -> None:
+    """Forks while another thread writes without pause neither deadlock nor
+    lose anything: every child's writes and every write the thread was
+    acknowledged are there."""
+    path = tmp_path / "busy.db"
+    forks, n = 6, 50
+    got = run_worker(
+        "fork_with_busy_thread",
+        path=str(path),
+        mode=journal_mode,
+        forks=forks,
+        n=n,
+        out=str(tmp_path / "o"),
+    )
+    assert got["errors"] == []
+    assert got["codes"] == [0] * forks
+    assert got["acked"] > 0
+    assert integrity(path) == "ok"
+    items = dict(fresh_read(path, ["busy"], tmp_path / "r")["busy"]["items"])
+    assert [i for i in range(got["acked"]) if items.get(f"t{i}") != i] == []
+    for f in range(forks):
+        assert [items.get(f"c{f}.{i}") for i in range(n)] == list(range(n))
