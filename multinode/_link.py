@@ -83,6 +83,14 @@ class Link:
             self.generation = file.generation
         return db
 
+    def __del__(self) -> None:
+        # The thread that owned this link has ended, or its store file was
+        # let go: close quietly (Python 3.13 warns about unclosed ones).
+        try:
+            self.close()
+        except Exception:
+            pass
+
     def close(self) -> None:
         """Close the connection; call with `lock` held."""
         db, self.db = self.db, None
