@@ -349,8 +349,11 @@ class SharedDict(MutableMapping[Any, Any]):
             if row is None:
                 self._missing(link)
                 raise KeyError(key)
-            result = pending.apply(self._read(db, key, row))
-            self._write_at(db, row[1], self._dumps(result, self._where))
+            data, pos = row
+            if data is None:
+                data = self._chunks(db, pos)
+            result = pending.op(self._load(key, data), pending.operand)
+            self._write_at(db, pos, self._dumps(result, self._where))
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """The store's transaction: see `Store.transaction`."""

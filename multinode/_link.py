@@ -26,8 +26,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any, TypeVar
 
 from multinode import _sql
@@ -147,32 +147,17 @@ class Link:
 
     # Transactions ---------------------------------------------------------
 
-    @contextmanager
-    def writing(self, *, savepoint: bool = False) -> Iterator[sqlite3.Connection]:
+    def writing(self, *, savepoint: bool = False) -> Writing:
         """A write transaction (BEGIN IMMEDIATE), or a part of the one open.
 
         Inside an open transaction the work simply joins it, or, with
         `savepoint`, becomes a savepoint that an error undoes on its own.
         """
-        with self.lock:
-            db = self.connection()
-            if self.depth and not savepoint:
-                try:
-                    yield db
-                except sqlite3.Error as exc:
-                    raise self.file.translate(exc) from exc
-                return
-            self.begin(db)
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                self.end(db, commit=False)
-                raise self.file.translate(exc) from exc
-            except BaseException:
-                self.end(db, commit=False)
-                raise
-            else:
-                self.end(db, commit=True)
+        return Writing(self, savepoint)
+
+    def reading(self) -> Reading:
+        """One consistent snapshot for several statements."""
+        return Reading(self)
 
     def begin(self, db: sqlite3.Connection) -> None:
         if self.depth:
@@ -224,26 +209,86 @@ class Link:
                     _rollback(db)
                     raise
 
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """One consistent snapshot for several statements."""
-        with self.lock:
-            db = self.connection()
-            if self.depth:
-                try:
-                    yield db
-                except sqlite3.Error as exc:
-                    raise self.file.translate(exc) from exc
-                return
-            _run(db, _sql.BEGIN_READ, self.file)
-            self.depth = 1
-            try:
-                yield db
-            except sqlite3.Error as exc:
-                raise self.file.translate(exc) from exc
-            finally:
-                self.depth = 0
-                _rollback(db)
+
+# Context managers as classes, not generators: they wrap every write, and a
+# generator-based one costs several times as much.
+
+
+class Writing:
+    """See `Link.writing`. Holds the link's lock for the whole block."""
+
+    __slots__ = ("db", "joined", "link", "savepoint")
+
+    def __init__(self, link: Link, savepoint: bool) -> None:
+        self.link = link
+        self.savepoint = savepoint
+
+    def __enter__(self) -> sqlite3.Connection:
+        link = self.link
+        link.lock.acquire()
+        try:
+            db = self.db = link.connection()
+            self.joined = bool(link.depth) and not self.savepoint
+            if not self.joined:
+                link.begin(db)
+        except BaseException:
+            link.lock.release()
+            raise
+        return db
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        link = self.link
+        try:
+            if not self.joined:
+                link.end(self.db, commit=kind is None)
+        finally:
+            link.lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise link.file.translate(exc) from exc
+
+
+class Reading:
+    """See `Link.reading`."""
+
+    __slots__ = ("db", "joined", "link")
+
+    def __init__(self, link: Link) -> None:
+        self.link = link
+
+    def __enter__(self) -> sqlite3.Connection:
+        link = self.link
+        link.lock.acquire()
+        try:
+            db = self.db = link.connection()
+            self.joined = bool(link.depth)
+            if not self.joined:
+                _run(db, _sql.BEGIN_READ, link.file)
+                link.depth = 1
+        except BaseException:
+            link.lock.release()
+            raise
+        return db
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        link = self.link
+        try:
+            if not self.joined:
+                link.depth = 0
+                _rollback(self.db)
+        finally:
+            link.lock.release()
+        if isinstance(exc, sqlite3.Error):
+            raise link.file.translate(exc) from exc
 
 
 class LockWaits:

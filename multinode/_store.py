@@ -299,6 +299,7 @@ def _reopen_store(path: str, timeout: float, durability: Durability) -> Store:
 
 @contextlib.contextmanager
 def _transaction(link: Link) -> Iterator[None]:
+    # A generator, so the caller gets None, not the SQLite connection.
     with link.writing(savepoint=True):
         yield
 
