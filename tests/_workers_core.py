@@ -385,14 +385,50 @@ def inplace_checks(path: str) -> list[str]:
             done.append(op)
 
         # A long loop inside a function, so the interpreter specialises it.
-        def bump(n: int) -> None:
+        def bump(n: int, key: str = "n") -> None:
             for _ in range(n):
-                d["n"] += 1
+                d[key] += 1
 
         d["n"] = 0
         bump(loops)
         _check(d["n"] == loops and type(d["n"]) is int, f"loop: {d['n']!r}")
         done.append("loop")
+
+        # Under a tracer (debuggers, coverage) and, from 3.12, under
+        # sys.monitoring, which rewrites the running bytecode.
+        def tracer(frame: Any, event: str, arg: Any) -> Any:
+            return tracer
+
+        def bump_probe() -> None:
+            d["q"] = LockProbe(path)
+            bump(30, "q")
+            probe = d["q"]
+            _check(probe.n == 30 and probe.unlocked == 0, "probe under a tracer")
+
+        sys.settrace(tracer)
+        try:
+            bump(300)
+            bump_probe()
+        finally:
+            sys.settrace(None)
+        _check(d["n"] == loops + 300, f"under settrace: {d['n']!r}")
+        done.append("settrace")
+        mon = getattr(sys, "monitoring", None)
+        if mon is not None:
+            tool = mon.COVERAGE_ID
+            events = mon.events
+            mon.use_tool_id(tool, "multinode-test")
+            try:
+                for event in (events.LINE, events.INSTRUCTION):
+                    mon.register_callback(tool, event, lambda *args: None)
+                mon.set_events(tool, events.LINE | events.INSTRUCTION)
+                bump(300)
+                bump_probe()
+            finally:
+                mon.set_events(tool, 0)
+                mon.free_tool_id(tool)
+            _check(d["n"] == loops + 600, f"under monitoring: {d['n']!r}")
+            done.append("monitoring")
 
         # The in-place operator runs while the write lock is held.
         d["p"] = LockProbe(path)

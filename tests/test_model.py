@@ -34,7 +34,7 @@ from hypothesis.stateful import (
 import multinode as mn
 
 SETTINGS = settings(
-    max_examples=60,
+    max_examples=100,
     stateful_step_count=30,
     deadline=None,
     database=None,
@@ -106,6 +106,12 @@ pickle_values = st.recursive(
         | st.sets(st.integers(0, 9), max_size=3)
     ),
     max_leaves=6,
+)
+number_values = st.one_of(
+    st.integers(-1000, 1000),
+    st.integers(-100, 100).map(float),
+    st.booleans(),
+    st.floats(-1e6, 1e6),
 )
 VALUES = {"json": json_values, "pickle": pickle_values}
 KW_NAMES = st.sampled_from(["a", "b", "k", "new_value", "expected_current_value"])
@@ -189,6 +195,11 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
             self.d[k] = v
             self.model[k] = v
 
+        @rule(k=any_key, v=number_values)
+        def set_number(self, k: Any, v: Any) -> None:
+            self.d[k] = v
+            self.model[k] = v
+
         @rule(k=any_key)
         def getitem(self, k: Any) -> None:
             if k in self.model:
@@ -268,8 +279,80 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
             if want:
                 self.model[k] = new
 
+        # --- operations on keys known to be present ----------------------------
+
+        def present(self, data: st.DataObject) -> Any:
+            return data.draw(st.sampled_from(list(self.model)), label="present key")
+
+        @precondition(lambda self: self.model)
+        @rule(data=st.data(), n=st.integers(-5, 5), as_variant=st.booleans())
+        def iadd_present(self, data: st.DataObject, n: int, as_variant: bool) -> None:
+            k = self.present(data)
+            k = _variant(k) if as_variant else k
+
+            def op(m: Any) -> None:
+                m[k] += n
+
+            self.both(op)
+
+        @precondition(lambda self: self.model)
+        @rule(
+            data=st.data(),
+            new=values,
+            how=st.sampled_from(["current", "variant", "variant-key", "other"]),
+            other=values,
+        )
+        def cas_present(
+            self, data: st.DataObject, new: Any, how: str, other: Any
+        ) -> None:
+            k = self.present(data)
+            current = self.model[k]
+            expected = {
+                "current": current,
+                "variant": _variant(current),
+                "variant-key": current,
+                "other": other,
+            }[how]
+            if how == "variant-key":
+                k = _variant(k)
+            want = bool(current == expected)
+            got = self.d.update(k, new_value=new, expected_current_value=expected)
+            assert got is want
+            if want:
+                self.model[k] = new
+
+        def numeric_keys(self) -> list[Any]:
+            return [k for k, v in self.model.items() if type(v) in (int, float, bool)]
+
+        @precondition(lambda self: self.numeric_keys())
+        @rule(data=st.data(), new=number_values, hit=st.booleans())
+        def cas_numeric(self, data: st.DataObject, new: Any, hit: bool) -> None:
+            """CAS with an equal value of another type (1 vs 1.0 vs True)."""
+            k = data.draw(st.sampled_from(self.numeric_keys()), label="numeric key")
+            current = self.model[k]
+            expected = _variant(current) if hit else _variant(current) + 1
+            want = bool(current == expected)
+            got = self.d.update(k, new_value=new, expected_current_value=expected)
+            assert got is want
+            if want:
+                self.model[k] = new
+
+        @precondition(lambda self: self.model)
+        @rule(data=st.data())
+        def getitem_present(self, data: st.DataObject) -> None:
+            k = self.present(data)
+            assert strict_equal(self.d[_variant(k)], self.model[k])
+
+        @precondition(lambda self: self.model)
+        @rule(data=st.data())
+        def delitem_present(self, data: st.DataObject) -> None:
+            k = self.present(data)
+            del self.d[_variant(k)]
+            del self.model[k]
+
         # --- whole-dict operations ---------------------------------------------
 
+        @precondition(lambda self: len(self.model) >= 4)
         @rule()
         def clear(self) -> None:
             self.d.clear()
@@ -356,11 +439,6 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
         def switch_handle(self, i: int) -> None:
             self.d = self.handles[i % len(self.handles)]
 
-        @rule()
-        def all_handles_agree(self) -> None:
-            for h in self.handles:
-                self.agree(h)
-
         # --- invariants ----------------------------------------------------------
 
         @invariant()
@@ -371,6 +449,11 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
         @invariant()
         def order(self) -> None:
             assert strict_equal(list(self.d), list(self.model))
+
+        @invariant()
+        def handles_agree(self) -> None:
+            for h in self.handles:
+                self.agree(h)
 
         @invariant()
         def live_view(self) -> None:

@@ -17,7 +17,7 @@ import pytest
 import multinode as mn
 
 T = 4  # threads
-M = 250  # operations per thread
+M = 150  # operations per thread
 JOIN = 120.0  # hang guard, seconds
 
 
