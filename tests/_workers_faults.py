@@ -633,14 +633,23 @@ def dump(path: str, names: list[str], out: str, chunk_size: int | None) -> None:
 # Case workers
 
 
-def b04_worker(barrier: Any, i: int, result_dir: str) -> None:
+def _b04_get_dict(name: str, journal: str) -> mn.SharedDict:
+    # The case itself uses the default store ("auto" journal mode); the
+    # rollback variant names the store explicitly to force its journal.
+    if journal == "auto":
+        return mn.get_dict(name=name)
+    path = os.environ["MULTINODE_STORE"]
+    return mn.Store(path, journal_mode=journal).get_dict(name)
+
+
+def b04_worker(barrier: Any, i: int, result_dir: str, journal: str = "auto") -> None:
     """B04: open a brand-new default store at the same moment as 31 others."""
     result = Path(result_dir) / f"w{i}"
     try:
         barrier.wait(120)
-        d = mn.get_dict(name="b04")
+        d = _b04_get_dict("b04", journal)
         d[f"k{i}"] = i
-        e = mn.get_dict(name=f"b04_{i}")
+        e = _b04_get_dict(f"b04_{i}", journal)
         e["x"] = i
         result.write_text("ok")
     except BaseException:
@@ -648,13 +657,15 @@ def b04_worker(barrier: Any, i: int, result_dir: str) -> None:
         raise SystemExit(1) from None
 
 
-def b04_big_writer(barrier: Any, stop: Any, result_dir: str, size: int) -> None:
+def b04_big_writer(
+    barrier: Any, stop: Any, result_dir: str, size: int, journal: str = "auto"
+) -> None:
     """B04 variant: keep writing multi-megabyte values to ``b04`` during the
     start-up storm, two per transaction, then remove them."""
     result = Path(result_dir) / "big"
     try:
         barrier.wait(120)
-        d = mn.get_dict(name="b04")
+        d = _b04_get_dict("b04", journal)
         n = 0
         deadline = time.monotonic() + 120
         while not stop.is_set() and time.monotonic() < deadline:
