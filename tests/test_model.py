@@ -216,9 +216,11 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
 
             self.both(op)
 
-        @rule(k=any_key)
-        def contains(self, k: Any) -> None:
+        @rule(k=any_key, v=values)
+        def contains(self, k: Any, v: Any) -> None:
             assert (k in self.d) == (k in self.model)
+            assert (k in self.d.keys()) == (k in self.model)  # noqa: SIM118
+            assert ((k, v) in self.d.items()) == ((k, v) in self.model.items())
 
         @rule(k=any_key, default=st.none() | values)
         def get(self, k: Any, default: Any) -> None:
@@ -403,6 +405,41 @@ def make_machine(base: Path, journal_mode: str, serializer: str) -> type:
             assert strict_equal(list(self.d.values()), list(self.model.values()))
             assert strict_equal(list(self.d.items()), list(self.model.items()))
 
+        @rule(data=st.data(), first=st.integers(1, 3))
+        def iterate_while_writing(self, data: st.DataObject, first: int) -> None:
+            """Writes between steps of an iterator: no error; every key that
+            stayed present comes once; no key inserted meanwhile comes.
+
+            Iteration begins at the first ``next()``, as for any generator."""
+            start = list(self.model)
+            it = iter(self.d)
+            got = list(itertools.islice(it, first))
+            touched: list[Any] = []
+            inserted: list[Any] = []
+            for _ in range(data.draw(st.integers(0, 3), label="writes")):
+                how = data.draw(st.sampled_from(["new", "del", "replace"]))
+                if how == "new":
+                    k = data.draw(key_strategy, label="new key")
+                    if k not in self.model:
+                        inserted.append(k)
+                    self.d[k] = 0
+                    self.model[k] = 0
+                elif self.model:
+                    k = self.present(data)
+                    if how == "del":
+                        touched.append(k)
+                        del self.d[k]
+                        del self.model[k]
+                    else:
+                        self.d[k] = 1
+                        self.model[k] = 1
+            got.extend(it)
+            assert len(got) == len(set(got)), f"a key came twice: {got!r}"
+            assert set(got) <= set(start), f"a key inserted meanwhile: {got!r}"
+            stayed = [k for k in start if k not in touched and k not in inserted]
+            assert set(stayed) <= set(got)
+            assert strict_equal([k for k in got if k in stayed], stayed)
+
         # --- more handles --------------------------------------------------------
 
         @precondition(lambda self: len(self.handles) < 5)
@@ -471,3 +508,44 @@ def test_shared_dict_behaves_like_dict(
     handle, any Store on the file) as on a plain dict."""
     machine = make_machine(tmp_path, journal_mode, serializer)
     run_state_machine_as_test(machine, settings=SETTINGS)
+
+
+def test_repr_names_dict_and_store_not_items(tmp_path: Path) -> None:
+    """repr() names the dict and the store and never dumps the items."""
+    with mn.Store(tmp_path / "r.db") as store:
+        d = store.get_dict("big one")
+        d.update((f"key{i}", "v" * 50) for i in range(2000))
+        r = repr(d)
+        assert "big one" in r
+        assert str(tmp_path / "r.db") in r
+        assert "key1" not in r
+        assert len(r) < 500
+
+
+def test_equality_with_non_mappings(store: mn.Store) -> None:
+    """``==`` is False against anything that is not an equal mapping."""
+    d = store.get_dict("eq")
+    d.update(a=1)
+    assert d == {"a": 1}
+    assert d == store.get_dict("eq")
+    assert d != [("a", 1)]
+    assert d != 1
+    assert d != {"a": 1.5}
+    assert d != {"a": 1, "b": 2}
+    assert (d == {"a": 1.0}) is True  # equal values, as for dict
+
+
+def test_dict_operators_beyond_mutablemapping(store: mn.Store) -> None:
+    """Where DESIGN is silent, what a dict does: ``reversed(d)``, ``d | m``,
+    ``m | d`` (plain dicts) and ``d |= m`` (an update in place)."""
+    d = store.get_dict("ops")
+    d.update(a=1, b=2)
+    ref = {"a": 1, "b": 2}
+    assert list(reversed(d)) == list(reversed(ref))
+    assert (d | {"c": 3}) == (ref | {"c": 3})
+    assert type(d | {"c": 3}) is dict
+    assert ({"c": 3} | d) == ({"c": 3} | ref)
+    same = d
+    d |= {"b": 5, "c": 6}
+    assert d is same
+    assert d.copy() == {"a": 1, "b": 5, "c": 6}
