@@ -102,6 +102,12 @@ def run_workers(
     return [r[2] for r in results]
 
 
+def dispatch(barrier: Any, fn_name: str, args: tuple[Any, ...]) -> Any:
+    """Run another worker by name, so one group can mix workers; return
+    (name, result)."""
+    return fn_name, globals()[fn_name](barrier, *args)
+
+
 def _open(path: str, journal_mode: str, name: str, serializer: str | None = None):
     store = mn.Store(path, journal_mode=journal_mode)
     return store, store.get_dict(name, serializer=serializer)
@@ -151,6 +157,43 @@ def cas_counter(barrier: Any, path: str, journal_mode: str, name: str, m: int) -
                     break
                 retries += 1
     return retries
+
+
+def txn_counter(barrier: Any, path: str, journal_mode: str, name: str, m: int) -> int:
+    """Increment d["n"] m times as read, then write, inside a transaction."""
+    store, d = _open(path, journal_mode, name)
+    with store:
+        _wait(barrier)
+        for _ in range(m):
+            with store.transaction():
+                x = d["n"]
+                d["n"] = x + 1
+    return m
+
+
+def pair_writer(barrier: Any, path: str, journal_mode: str, name: str, m: int) -> int:
+    """Write a == b == i with one update() call per i."""
+    store, d = _open(path, journal_mode, name)
+    with store:
+        _wait(barrier)
+        for i in range(m):
+            d.update({"a": i, "b": i})
+            d.update([("a", -i), ("b", -i)])
+    return m
+
+
+def pair_reader(barrier: Any, path: str, journal_mode: str, name: str, m: int) -> int:
+    """Read a and b together (copy, a transaction); return mismatches."""
+    store, d = _open(path, journal_mode, name)
+    bad = 0
+    with store:
+        _wait(barrier)
+        for _ in range(m):
+            c = d.copy()
+            bad += c["a"] != c["b"]
+            with store.transaction():
+                bad += d["a"] != d["b"]
+    return bad
 
 
 def set_if_absent_race(

@@ -7,6 +7,8 @@ closed from any thread.
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import traceback
 from collections.abc import Callable
@@ -222,3 +224,23 @@ def test_store_created_in_thread_closed_in_main(
     s.close()
     with pytest.raises(mn.StoreClosedError):
         s.get_dict("t")
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc")
+def test_short_lived_threads_leak_no_connections(store: mn.Store) -> None:
+    """Hundreds of threads that each write once and end leave no open file
+    descriptors behind (each thread's connection goes with it)."""
+    d = store.get_dict("t")
+    d["warm"] = 1
+    gc.collect()
+    before = _open_fds()
+    for i in range(300):
+        run_threads(lambda _, i=i: d.__setitem__(f"k{i}", i), n=1)
+    gc.collect()
+    after = _open_fds()
+    assert len(d) == 301
+    assert after - before < 10, f"{after - before} descriptors more than before"
