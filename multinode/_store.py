@@ -260,7 +260,11 @@ class Store:
 
     def vacuum(self) -> None:
         """Rebuild the file to return the space of deleted items to the OS."""
-        self._link().change("VACUUM", ())
+        link = self._link()
+        link.change("VACUUM", ())
+        if self.journal_mode == "wal":
+            # The rebuilt pages sit in the -wal file until a checkpoint.
+            link.one("PRAGMA wal_checkpoint(TRUNCATE)", ())
 
     # Closing ---------------------------------------------------------------
 
