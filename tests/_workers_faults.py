@@ -48,6 +48,14 @@ def _kill_group(proc: subprocess.Popen[bytes]) -> None:
         pass
 
 
+def child_env() -> dict[str, str]:
+    """The environment for a child Python: it imports the very multinode
+    this process imported, installed or not."""
+    root = str(Path(mn.__file__).resolve().parent.parent)
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
 def start_worker(command: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start ``COMMAND`` of this file in a new session (so it can be killed
     with everything it forked)."""
@@ -57,6 +65,7 @@ def start_worker(command: str, **kwargs: Any) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env=child_env(),
     )
 
 

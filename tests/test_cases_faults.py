@@ -23,7 +23,14 @@ from typing import Any
 
 import _workers_faults as w
 import pytest
-from _workers_faults import finish, fresh_read, integrity, run_worker, start_worker
+from _workers_faults import (
+    child_env,
+    finish,
+    fresh_read,
+    integrity,
+    run_worker,
+    start_worker,
+)
 
 import multinode as mn
 
@@ -305,7 +312,7 @@ def test_b14_value_whose_class_the_reader_cannot_import(
     ``del`` works."""
     (tmp_path / "writer.py").write_text(B14_WRITER)
     (tmp_path / "reader.py").write_text(B14_READER)
-    env = {**os.environ, "MULTINODE_STORE": str(store_path)}
+    env = {**child_env(), "MULTINODE_STORE": str(store_path)}
     for script in ("writer.py", "reader.py"):
         proc = subprocess.run(
             [sys.executable, str(tmp_path / script)],
@@ -458,6 +465,7 @@ def test_b15_full_size(store_path: Path, tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=3000,
+        env=child_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() in ("stored", "refused")
@@ -484,7 +492,11 @@ def test_b19_acknowledged_writes_survive_immediate_exit(store_path: Path) -> Non
     codes = []
     for command in B19_COMMANDS:
         proc = subprocess.run(
-            [sys.executable, "-c", command], capture_output=True, text=True, timeout=60
+            [sys.executable, "-c", command],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=child_env(),
         )
         codes.append(proc.returncode)
     assert codes == [0, 0, -9, 0], proc.stderr
