@@ -182,6 +182,17 @@ def test_b12_mutating_a_copy_saves_nothing(store_path: Path) -> None:
     assert len(seen["acc"]) == 400
 
 
+def test_b12_copy_semantics_are_documented_next_to_iadd() -> None:
+    """B12: the README says values are copies, next to the atomic ``+=``."""
+    readme = Path(__file__).resolve().parent.parent / "README.md"
+    lines = readme.read_text(encoding="utf-8").lower().splitlines()
+    copies = [i for i, line in enumerate(lines) if "copy" in line or "copies" in line]
+    iadds = [i for i, line in enumerate(lines) if "+= [" in line]
+    appends = [i for i, line in enumerate(lines) if '"].append(' in line]
+    assert any(abs(c - a) <= 20 for c in copies for a in iadds)
+    assert any(abs(c - a) <= 20 for c in copies for a in appends)
+
+
 # --- B16 ----------------------------------------------------------------------
 
 

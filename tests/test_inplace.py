@@ -655,6 +655,24 @@ def test_cas_compares_with_eq(store: mn.Store) -> None:
     assert ("a", "b") not in d
 
 
+class _BadEq:
+    def __eq__(self, other: object) -> bool:
+        raise ArithmeticError("no comparing")
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_cas_whose_comparison_raises(store: mn.Store) -> None:
+    """When ``==`` raises inside a CAS, the error propagates, the value is
+    unchanged and no lock is held."""
+    d = store.get_dict("u")
+    d["k"] = 1
+    with pytest.raises(ArithmeticError):
+        d.update("k", new_value=2, expected_current_value=_BadEq())
+    assert d["k"] == 1
+    _free_for_other_writers(store, d)
+
+
 def test_update_is_dict_update_otherwise(store: mn.Store) -> None:
     """Every update() call that is not a CAS behaves as dict.update, including
     ``update(new_value=3)`` setting the key "new_value"."""
