@@ -282,6 +282,15 @@ def die_in_transaction(path: str, mode: str, ready: str, size: int) -> None:
         time.sleep(120)
 
 
+def backup_to(path: str, dest: str) -> None:
+    """Back the store up into ``dest``, saying when it starts and ends."""
+    store = mn.Store(path)
+    len(store.get_dict("d"))
+    print("start", flush=True)
+    store.backup(dest)
+    print("done", flush=True)
+
+
 # --------------------------------------------------------------------------
 # Fork scenarios (each runs in a process of its own and forks there)
 
@@ -752,6 +761,7 @@ def b30_many(n: int, nofile: int, stores: int, out: str) -> None:
 COMMANDS: dict[str, Callable[..., None]] = {
     "crash_writer": crash_writer,
     "die_in_transaction": die_in_transaction,
+    "backup_to": backup_to,
     "fork_hazard": fork_hazard,
     "fork_hazard_overlap": fork_hazard_overlap,
     "fork_mp": fork_mp,

@@ -258,3 +258,41 @@ def test_killed_inside_transaction_leaves_nothing_and_no_lock(
         a["y"] = b"y"
         assert store.check() == []
     assert integrity(path) == "ok"
+
+
+def test_backup_killed_midway_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A backup SIGKILLed at a random moment leaves the store intact and, at
+    the destination, either nothing or a complete store, never a partial
+    file that looks like a backup (and that a retry would refuse to
+    overwrite)."""
+    path = tmp_path / "src.db"
+    with mn.Store(path) as store:
+        d = store.get_dict("d")
+        d.update({i: bytes([i % 251]) * 2000 for i in range(20_000)})
+        want = d.copy()
+    rng = random.Random()
+    killed_midway = 0
+    problems = []
+    for trial in range(8):
+        dest = tmp_path / f"backup{trial}.db"
+        proc = start_worker("backup_to", path=str(path), dest=str(dest))
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"start\n", finish(proc, 10)
+        time.sleep(rng.uniform(0, 0.08))
+        proc.kill()
+        _, out, _ = finish(proc, 30)
+        if "done" in out:
+            continue
+        killed_midway += 1
+        if not dest.exists():
+            continue
+        try:
+            with mn.Store(dest) as backup:
+                if backup.get_dict("d").copy() != want:
+                    problems.append(f"{dest.name}: an incomplete store")
+        except mn.MultinodeError as exc:
+            problems.append(f"{dest.name}: {type(exc).__name__}: {exc}")
+    assert integrity(path) == "ok"
+    assert not problems, f"of {killed_midway} backups killed midway:\n" + "\n".join(
+        problems
+    )
