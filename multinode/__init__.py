@@ -12,6 +12,8 @@ the same SQLite store.
 
 from __future__ import annotations
 
+import logging
+
 from multinode._dict import SharedDict
 from multinode._store import Store, default_store_path, get_dict
 from multinode.errors import (
@@ -34,6 +36,11 @@ from multinode.errors import (
 )
 
 __version__ = "0.1.0"
+
+# The library logs to "multinode" and configures nothing; this handler only
+# keeps Python from printing its warnings when the application set up no
+# logging at all.
+logging.getLogger("multinode").addHandler(logging.NullHandler())
 
 __all__ = [
     "DictDeletedError",

@@ -134,8 +134,15 @@ class SharedDict(MutableMapping[Any, Any]):
         return length
 
     def __iter__(self) -> Iterator[Any]:
-        for _, key, form in self._pages(_sql.KEYS_PAGE, fixed=True):
-            yield decode_key(form if form is not None else key)
+        return self._keys(self._pages(_sql.KEYS_PAGE, fixed=True))
+
+    def __reversed__(self) -> Iterator[Any]:
+        return self._keys(self._pages(_sql.KEYS_PAGE_REVERSED, fixed=True))
+
+    @staticmethod
+    def _keys(rows: Iterator[Any]) -> Iterator[Any]:
+        for _, canonical, form in rows:
+            yield decode_key(form if form is not None else canonical)
 
     def keys(self) -> KeysView[Any]:
         return KeysView(self)
@@ -170,25 +177,53 @@ class SharedDict(MutableMapping[Any, Any]):
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __or__(self, other: Any) -> dict[Any, Any]:
+        """``d | other``: a plain dict, as `copy` with `other` merged in."""
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = self.copy()
+        merged.update(other)
+        return merged
+
+    def __ror__(self, other: Any) -> dict[Any, Any]:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        merged = dict(other)
+        merged.update(self.copy())
+        return merged
+
+    def __ior__(self, other: Any) -> SharedDict:
+        """``d |= other``: `update`, in one transaction."""
+        self.update(other)
+        return self
+
     def _pages(self, sql: str, *, fixed: bool = False) -> Iterator[Any]:
-        """Rows of `sql`, page by page, in insertion order.
+        """Rows of `sql`, page by page, in insertion order (or its reverse).
 
         Each page is its own short read, so a paused iterator holds no lock
-        and no snapshot. The upper bound is fixed at the start: every key
-        present throughout is met once, and no key inserted later.
+        and no snapshot. The last position is read now, when iteration
+        begins, and bounds it: every key present throughout is met once,
+        and no key inserted later.
         """
         row = self._store._link().one(_sql.LAST_POS, (self._id,))
         if row is None:
             raise self._deleted()
-        (bound,) = row
-        after = self._id << _sql.POS_BITS
+        return self._pages_within(sql, self._id << _sql.POS_BITS, row[0], fixed)
+
+    def _pages_within(
+        self, sql: str, low: int, high: int, fixed: bool
+    ) -> Iterator[Any]:
+        reverse = sql is _sql.KEYS_PAGE_REVERSED
         limit = _KEYS_PAGE if fixed else 16
         while True:
-            rows = self._store._link().all(sql, (after, bound, limit))
+            rows = self._store._link().all(sql, (low, high, limit))
             yield from rows
             if len(rows) < limit:
                 return
-            after = rows[-1][0]
+            if reverse:
+                high = rows[-1][0] - 1
+            else:
+                low = rows[-1][0]
             if not fixed:
                 size = sum(len(r[-1]) for r in rows if r[-1] is not None)
                 if size < _PAGE_BYTES // 2:

@@ -158,6 +158,10 @@ KEYS_PAGE = """
 SELECT pos, key, key_form FROM mn_item
 WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
 """
+KEYS_PAGE_REVERSED = """
+SELECT pos, key, key_form FROM mn_item
+WHERE pos > ? AND pos <= ? ORDER BY pos DESC LIMIT ?
+"""
 ITEMS_PAGE = """
 SELECT pos, key, key_form, value FROM mn_item
 WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
