@@ -374,7 +374,10 @@ def section_named(res: dict[str, Any]) -> list[str]:
     lines = [
         f"## Opening {n:,} named dicts (open + one write each)",
         "",
-        "First and last ten opens (medians), their ratio, and the file "
+        "First and last ten opens of the sequence (medians) and their ratio, "
+        f"which drifts with the machine; then the interleaved ratio that counts: "
+        f"new dicts opened in a store already holding {n:,} against new dicts "
+        "in a nearly empty store, in alternating rounds. Last, the file "
         "descriptors and threads the process gained between the first dict "
         "and the last.",
         "",
@@ -391,6 +394,7 @@ def section_named(res: dict[str, Any]) -> list[str]:
                 us(e["first10_us"]),
                 us(e["last10_us"]),
                 ratio(e["ratio_last_first"]),
+                ratio(e.get("ratio_many_few")),
                 "-" if e["extra_fds"] is None else str(e["extra_fds"]),
                 str(e["threads_added"]),
                 e["error"] or "",
@@ -398,7 +402,7 @@ def section_named(res: dict[str, Any]) -> list[str]:
         )
     header = [
         "system", "very first", "first 10", "last 10", "last / first",
-        "extra fds", "threads", "error",
+        f"{n:,} vs few, interleaved", "extra fds", "threads", "error",
     ]  # fmt: skip
     return [*lines, *_table(header, rows), ""]
 
@@ -546,13 +550,14 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     nm = res.get("named") or {}
     for key in systems:
         e = nm.get(key)
-        if isinstance(e, dict) and e.get("ratio_last_first") is not None:
-            r = e["ratio_last_first"]
+        if isinstance(e, dict) and e.get("ratio_many_few") is not None:
+            r = e["ratio_many_few"]
             fds = e["extra_fds"]
             ok = r <= 1.2 and (fds is None or fds == 0) and not e["error"]
             add(f"open {nm['dicts']:,} named dicts",
-                "last no dearer than first (within 20 % noise); no extra fds",
-                key, f"last/first {ratio(r)}, extra fds {fds}", ok)  # fmt: skip
+                "next dict in a full store no dearer than in an empty one "
+                "(within 20 % noise); no extra fds",
+                key, f"x{r:.2f} (interleaved), extra fds {fds}", ok)  # fmt: skip
     return out
 
 
@@ -669,7 +674,8 @@ def chart(res: dict[str, Any], path: Path) -> str | None:
     ax.set_xticklabels([OP_TITLES[op].strip("`") for op in OPS])
     ax.set_ylabel("time / floor (log)")
     ax.set_title("Per operation, ratio to the raw sqlite3 floor (lower is better)")
-    ax.legend(fontsize=7, ncol=3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=3)
 
     ax = axes[1]
     entries = [e for e in con.get("entries", []) if e["mode"] == "one"]
@@ -697,7 +703,8 @@ def chart(res: dict[str, Any], path: Path) -> str | None:
     ax.set_xticklabels([f"P = {p}" for p in procs])
     ax.set_ylabel("throughput / floor (log)")
     ax.set_title("Contended += 1 on one key (higher is better)")
-    ax.legend(fontsize=7, ncol=3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=3)
 
     fig.tight_layout()
     fig.savefig(path, dpi=90)
