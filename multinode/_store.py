@@ -240,23 +240,36 @@ class Store:
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
         """Copy the store into the new file `dest`, consistently, while
-        other processes go on reading and writing."""
+        other processes go on reading and writing.
+
+        The copy is written under a temporary name and linked into place
+        only when complete, so `dest` is either absent or a whole store,
+        even if this process is killed midway. An existing `dest` is never
+        overwritten.
+        """
         target = os.path.abspath(os.fspath(dest))
-        _create_file(target, exclusive=True)
+        if os.path.lexists(target):
+            raise FileExistsError(
+                errno.EEXIST, "refusing to overwrite an existing file", target
+            )
+        partial = os.path.join(
+            os.path.dirname(target),
+            f".{os.path.basename(target)}.{os.getpid()}.partial",
+        )
+        _create_file(partial, exclusive=False)
         link = self._link()
         try:
-            with link.lock:
-                out = sqlite3.connect(target, isolation_level=None)
-                try:
-                    link.connection().backup(out, pages=256)
-                finally:
-                    out.close()
+            with link.lock, contextlib.closing(sqlite3.connect(partial)) as out:
+                link.connection().backup(out, pages=256)
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+            os.link(partial, target)  # fails, rather than replaces, if taken
         except sqlite3.Error as exc:
-            os.unlink(target)
             raise self._file.translate(exc) from exc
-        except BaseException:
-            os.unlink(target)
-            raise
+        finally:
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(partial + suffix)
 
     def vacuum(self) -> None:
         """Rebuild the file to return the space of deleted items to the OS."""
