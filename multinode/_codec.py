@@ -3,6 +3,7 @@
 A key is stored twice over. Its *canonical* form is what SQLite's unique
 index sees, built so that keys equal in Python give equal bytes: ``1``,
 ``1.0`` and ``True`` all become the integer 1, and ``-0.0`` the integer 0.
+A str key is the exception: it is stored as TEXT, which no BLOB equals.
 Its *exact* form remembers the type the caller first stored, so iteration
 gives back ``True`` rather than ``1``; it is kept only where it differs from
 the canonical form, which for str and int keys it never does.
@@ -59,14 +60,24 @@ def _unsupported(key: object, where: str) -> UnsupportedKeyError:
     )
 
 
-def encode_key(key: object, where: str) -> tuple[bytes, bytes | None]:
+def encode_key(key: object, where: str) -> tuple[str | bytes, bytes | None]:
     """The canonical form of `key` and, when it differs, its exact form.
 
     `where` names the dict in error messages.
     """
     # The common cases first, each a single type test.
     if type(key) is str:
-        return _STR + key.encode("utf-8", "surrogatepass"), None
+        # A str key is stored as SQLite TEXT, untagged: it binds, compares
+        # and comes back cheaper than a BLOB, and TEXT never equals a BLOB,
+        # so it cannot collide with a tagged key. A str with lone surrogates
+        # is not valid UTF-8 and keeps the tagged BLOB form.
+        if key.isascii():
+            return key, None
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            return _STR + key.encode("utf-8", "surrogatepass"), None
+        return key, None
     if type(key) is int:
         return _INT + _int_bytes(key), None
     canonical = _canonical(key, where)
@@ -118,8 +129,10 @@ def _exact(key: object) -> bytes:
     return _canonical(key, "")
 
 
-def decode_key(data: bytes) -> Key:
+def decode_key(data: str | bytes) -> Key:
     """The key whose canonical or exact form is `data`."""
+    if isinstance(data, str):
+        return data
     tag = data[:1]
     if tag == _STR:
         return data[1:].decode("utf-8", "surrogatepass")

@@ -94,29 +94,23 @@ class SharedDict(MutableMapping[Any, Any]):
             return TARGET
         canonical, _ = encode_key(key, self._where)
         link = self._store._link()
-        row = link.one(_sql.GET, (self._id, canonical))
+        row = link.one(_sql.GET_VALUE, (self._id, canonical))
         if row is None:
             self._missing(link)
             raise KeyError(key)
-        value, pos = row
-        if value is None:
-            return self._load_big(link, key, pos)
-        return self._load(key, value)
+        data = row[0]
+        if data is None:
+            return self._get_big(link, key, canonical)
+        try:
+            return self._loads(data)
+        except Exception as exc:
+            raise self._unloadable(key, data, exc) from exc
 
     def get(self, key: Any, default: Any = None) -> Any:
-        canonical, _ = encode_key(key, self._where)
-        link = self._store._link()
-        row = link.one(_sql.GET, (self._id, canonical))
-        if row is None:
-            self._missing(link)
+        try:
+            return self[key]
+        except KeyError:
             return default
-        value, pos = row
-        if value is None:
-            try:
-                return self._load_big(link, key, pos)
-            except KeyError:
-                return default
-        return self._load(key, value)
 
     def __contains__(self, key: object) -> bool:
         canonical, _ = encode_key(key, self._where)
@@ -428,7 +422,7 @@ class SharedDict(MutableMapping[Any, Any]):
         self,
         db: sqlite3.Connection,
         link: Link,
-        canonical: bytes,
+        canonical: str | bytes,
         form: bytes | None,
         data: bytes,
     ) -> None:
@@ -461,6 +455,12 @@ class SharedDict(MutableMapping[Any, Any]):
         """The value of `row` (value, pos), read inside the open transaction."""
         value, pos = row
         return self._load(key, self._chunks(db, pos) if value is None else value)
+
+    def _get_big(self, link: Link, key: Any, canonical: str | bytes) -> Any:
+        row = link.one(_sql.GET, (self._id, canonical))
+        if row is None:  # deleted since the first read
+            raise KeyError(key)
+        return self._load_big(link, key, row[1])
 
     def _load_big(self, link: Link, key: Any, pos: int) -> Any:
         with link.reading() as db:

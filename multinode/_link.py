@@ -106,23 +106,44 @@ class Link:
     def one(self, sql: str, params: tuple[Any, ...]) -> Any:
         """The first row of one statement, retried while the store is busy."""
         with self.lock:
+            db = self.db
+            if (
+                db is None
+                or self.generation != self.file.generation
+                or self.file.immutable
+            ):
+                db = self.connection()
             try:
-                return self.connection().execute(sql, params).fetchone()
+                return db.execute(sql, params).fetchone()
             except sqlite3.Error as exc:
                 return self.retry(exc, lambda db: db.execute(sql, params).fetchone())
 
     def all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self.lock:
+            db = self.db
+            if (
+                db is None
+                or self.generation != self.file.generation
+                or self.file.immutable
+            ):
+                db = self.connection()
             try:
-                return self.connection().execute(sql, params).fetchall()
+                return db.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 return self.retry(exc, lambda db: db.execute(sql, params).fetchall())
 
     def change(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one writing statement; its rowcount."""
         with self.lock:
+            db = self.db
+            if (
+                db is None
+                or self.generation != self.file.generation
+                or self.file.immutable
+            ):
+                db = self.connection()
             try:
-                return self.connection().execute(sql, params).rowcount
+                return db.execute(sql, params).rowcount
             except sqlite3.Error as exc:
                 return self.retry(exc, lambda db: db.execute(sql, params).rowcount)
 

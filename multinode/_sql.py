@@ -38,7 +38,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE TABLE mn_item (
             pos      INTEGER PRIMARY KEY,
             dict     INTEGER NOT NULL,
-            key      BLOB NOT NULL,
+            key      BLOB NOT NULL,  -- BLOB affinity: a str key stays TEXT
             key_form BLOB,
             value    BLOB
         )
@@ -124,6 +124,9 @@ LAST_POS = "SELECT last_pos FROM mn_dict WHERE id = ?"
 # Items -------------------------------------------------------------------
 
 GET = "SELECT value, pos FROM mn_item WHERE dict = ? AND key = ?"
+# The common read: the value alone, which is measurably cheaper than two
+# columns; a NULL value is a big one, whose position GET then finds.
+GET_VALUE = "SELECT value FROM mn_item WHERE dict = ? AND key = ?"
 CONTAINS = "SELECT 1 FROM mn_item WHERE dict = ? AND key = ?"
 # Insert or replace in one statement. The SELECT yields no row when the dict
 # was deleted (or has used up its positions), so a rowcount of 0 says so. A

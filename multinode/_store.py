@@ -45,6 +45,10 @@ _MIN_SQLITE = (3, 35, 0)
 # and hardly change small ones.
 _PAGE_SIZE = 4096
 _WAL_SIZE_LIMIT = 64 * 2**20
+# Reads through a memory map skip a read() call and a copy per page, which
+# roughly halves the cost of big values. Only in WAL mode: that is a local
+# disk by construction, and a network file must never be mapped.
+_MMAP_SIZE = 2**30
 
 
 def default_store_path() -> tuple[str, str]:
@@ -620,6 +624,7 @@ def _pragmas(mode: str, durability: str) -> tuple[str, ...]:
     pragmas = [f"PRAGMA synchronous = {synchronous}"]
     if mode == "wal":
         pragmas.append(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
+        pragmas.append(f"PRAGMA mmap_size = {_MMAP_SIZE}")
     return tuple(pragmas)
 
 
