@@ -235,46 +235,11 @@ class Link:
 # generator-based one costs several times as much.
 
 
-class Writing:
-    """See `Link.writing`. Holds the link's lock for the whole block."""
-
-    __slots__ = ("db", "joined", "link", "savepoint")
-
-    def __init__(self, link: Link, savepoint: bool) -> None:
-        self.link = link
-        self.savepoint = savepoint
-
-    def __enter__(self) -> sqlite3.Connection:
-        link = self.link
-        link.lock.acquire()
-        try:
-            db = self.db = link.connection()
-            self.joined = bool(link.depth) and not self.savepoint
-            if not self.joined:
-                link.begin(db)
-        except BaseException:
-            link.lock.release()
-            raise
-        return db
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        link = self.link
-        try:
-            if not self.joined:
-                link.end(self.db, commit=kind is None)
-        finally:
-            link.lock.release()
-        if isinstance(exc, sqlite3.Error):
-            raise link.file.translate(exc) from exc
-
-
-class Reading:
-    """See `Link.reading`."""
+class _Block:
+    """A block of statements on one link: it holds the link's lock for the
+    whole block and translates the SQLite errors raised inside. Subclasses
+    say when the block joins an open transaction, and how it starts and
+    ends otherwise."""
 
     __slots__ = ("db", "joined", "link")
 
@@ -286,10 +251,9 @@ class Reading:
         link.lock.acquire()
         try:
             db = self.db = link.connection()
-            self.joined = bool(link.depth)
+            self.joined = self.joins(link)
             if not self.joined:
-                _run(db, _sql.BEGIN_READ, link.file)
-                link.depth = 1
+                self.start(link, db)
         except BaseException:
             link.lock.release()
             raise
@@ -304,12 +268,56 @@ class Reading:
         link = self.link
         try:
             if not self.joined:
-                link.depth = 0
-                _rollback(self.db)
+                self.finish(link, self.db, ok=kind is None)
         finally:
             link.lock.release()
         if isinstance(exc, sqlite3.Error):
             raise link.file.translate(exc) from exc
+
+    def joins(self, link: Link) -> bool:
+        raise NotImplementedError
+
+    def start(self, link: Link, db: sqlite3.Connection) -> None:
+        raise NotImplementedError
+
+    def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
+        raise NotImplementedError
+
+
+class Writing(_Block):
+    """See `Link.writing`."""
+
+    __slots__ = ("savepoint",)
+
+    def __init__(self, link: Link, savepoint: bool) -> None:
+        super().__init__(link)
+        self.savepoint = savepoint
+
+    def joins(self, link: Link) -> bool:
+        return bool(link.depth) and not self.savepoint
+
+    def start(self, link: Link, db: sqlite3.Connection) -> None:
+        link.begin(db)
+
+    def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
+        link.end(db, commit=ok)
+
+
+class Reading(_Block):
+    """See `Link.reading`."""
+
+    __slots__ = ()
+
+    def joins(self, link: Link) -> bool:
+        return bool(link.depth)
+
+    def start(self, link: Link, db: sqlite3.Connection) -> None:
+        _run(db, _sql.BEGIN_READ, link.file)
+        link.depth = 1
+
+    def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
+        link.depth = 0
+        _rollback(db)
 
 
 class LockWaits:
