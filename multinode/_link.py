@@ -312,7 +312,21 @@ class Reading(_Block):
         return bool(link.depth)
 
     def start(self, link: Link, db: sqlite3.Connection) -> None:
-        _run(db, _sql.BEGIN_READ, link.file)
+        # BEGIN alone takes no lock; the first read does. Take it here, where
+        # a busy store can be waited for, rather than in the block, where a
+        # statement cannot be retried.
+        waits: LockWaits | None = None
+        while True:
+            _run(db, _sql.BEGIN_READ, link.file)
+            try:
+                db.execute(_sql.TAKE_READ_LOCK).fetchall()
+                break
+            except sqlite3.Error as exc:
+                _rollback(db)
+                if not _is_busy(exc):
+                    raise link.file.translate(exc) from exc
+                waits = waits or LockWaits(link)
+                waits.pause()
         link.depth = 1
 
     def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
