@@ -359,7 +359,7 @@ class SharedDict(MutableMapping[Any, Any]):
         canonical, _ = encode_key(key, self._where)
         data = self._dumps(new, self._where)
         link = self._store._link()
-        with link.writing(savepoint=len(data) > _store.CHUNK_SIZE) as db:
+        with link.writing() as db:
             row = db.execute(_sql.GET, (self._id, canonical)).fetchone()
             if row is None:
                 self._missing(link)
@@ -367,14 +367,14 @@ class SharedDict(MutableMapping[Any, Any]):
             matches = self._read(db, key, row) == expected
             if not matches:
                 return False
-            self._write_at(db, row[1], data)
+            self._write_at(link, db, row[1], data)
         return True
 
     def _apply(self, key: Any, pending: Pending) -> None:
         """Run `d[key] op= operand` as one read-modify-write."""
         canonical, _ = encode_key(key, self._where)
         link = self._store._link()
-        with link.writing(savepoint=True) as db:
+        with link.writing() as db:
             row = db.execute(_sql.GET, (self._id, canonical)).fetchone()
             if row is None:
                 self._missing(link)
@@ -383,7 +383,7 @@ class SharedDict(MutableMapping[Any, Any]):
             if data is None:
                 data = self._chunks(db, pos)
             result = pending.op(self._load(key, data), pending.operand)
-            self._write_at(db, pos, self._dumps(result, self._where))
+            self._write_at(link, db, pos, self._dumps(result, self._where))
 
     # The command line's dump and load move stored bytes without loading them,
     # so values whose classes cannot be imported here still round-trip.
@@ -433,10 +433,16 @@ class SharedDict(MutableMapping[Any, Any]):
             self._full_or_deleted(link)
         self._put_chunks(db, row[0], data)
 
-    def _write_at(self, db: sqlite3.Connection, pos: int, data: bytes) -> None:
+    def _write_at(
+        self, link: Link, db: sqlite3.Connection, pos: int, data: bytes
+    ) -> None:
+        """Replace the value at `pos`, inside the transaction open on `db`."""
         if len(data) <= _store.CHUNK_SIZE:
             db.execute(_sql.SET_VALUE, (data, pos))
-        else:
+            return
+        # Several statements: inside a caller's transaction, a failure among
+        # them must undo all of them, and only them.
+        with link.writing(savepoint=True):
             db.execute(_sql.SET_VALUE, (None, pos))
             self._put_chunks(db, pos, data)
 
