@@ -19,7 +19,7 @@ pytestmark = [
     pytest.mark.timeout(300),
 ]
 
-N = 200
+N = 100
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["child_first", "overlap"])
@@ -124,7 +124,7 @@ def test_fork_past_timeout_child_refuses_store(
         path=str(path),
         mode=journal_mode,
         timeout_s=0.5,
-        hold=2.5,
+        hold=1.2,
         child_exit=child_exit,
         out=str(tmp_path / "o"),
     )
@@ -161,7 +161,7 @@ def test_fork_while_another_thread_writes(tmp_path: Path, journal_mode: str) -> 
     lose anything: every child's writes and every write the thread was
     acknowledged are there."""
     path = tmp_path / "busy.db"
-    forks, n = 6, 50
+    forks, n = 6, 20
     got = run_worker(
         "fork_with_busy_thread",
         path=str(path),
