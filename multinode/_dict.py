@@ -21,11 +21,12 @@ from collections.abc import (
     MutableMapping,
     ValuesView,
 )
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from multinode import _sql
 from multinode._codec import DUMPS, LOADS, decode_key, encode_key
 from multinode._inplace import TARGET, Pending, augmented_target
+from multinode._link import RowRefused
 from multinode.errors import DictDeletedError, MultinodeError, ValueLoadError
 
 if TYPE_CHECKING:
@@ -248,8 +249,10 @@ class SharedDict(MutableMapping[Any, Any]):
             with link.writing(savepoint=True) as db:
                 self._put_big(db, link, canonical, form, data)
             return
-        if not link.change(_sql.PUT, (canonical, form, data, self._id)):
-            self._full_or_deleted(link)
+        try:
+            link.change(_sql.PUT, (canonical, form, data, self._id, self._id))
+        except RowRefused as exc:
+            self._refused(link, exc)
 
     def __delitem__(self, key: Any) -> None:
         canonical, _ = encode_key(key, self._where)
@@ -269,10 +272,15 @@ class SharedDict(MutableMapping[Any, Any]):
                     return False
                 self._put_big(db, link, canonical, form, data)
                 return True
-        if link.change(_sql.PUT_IF_ABSENT, (canonical, form, data, self._id)):
-            return True
-        self._missing(link)
-        return False
+        try:
+            return (
+                link.change(
+                    _sql.PUT_IF_ABSENT, (canonical, form, data, self._id, self._id)
+                )
+                == 1
+            )
+        except RowRefused as exc:
+            self._refused(link, exc)
 
     def setdefault(self, key: Any, default: Any = None) -> Any:
         # Read first: the common case, a present key, writes nothing. If the
@@ -343,16 +351,17 @@ class SharedDict(MutableMapping[Any, Any]):
             return None
         link = self._store._link()
         with link.writing(savepoint=True) as db:
-            small = [
-                (canonical, form, data, self._id)
-                for canonical, form, data in rows
-                if len(data) <= _store.CHUNK_SIZE
-            ]
-            if db.executemany(_sql.PUT, small).rowcount < len(small):
-                self._full_or_deleted(link)
-            for canonical, form, data in rows:
-                if len(data) > _store.CHUNK_SIZE:
-                    self._put_big(db, link, canonical, form, data)
+            if any(len(data) > _store.CHUNK_SIZE for _, _, data in rows):
+                # One at a time, in order, so big values keep their place.
+                for canonical, form, data in rows:
+                    self._put(db, link, canonical, form, data)
+            else:
+                try:
+                    db.executemany(
+                        _sql.PUT, [(*row, self._id, self._id) for row in rows]
+                    )
+                except sqlite3.IntegrityError as exc:
+                    self._refused(link, exc)
         return None
 
     def _compare_and_swap(self, key: Any, new: Any, expected: Any) -> bool:
@@ -402,13 +411,7 @@ class SharedDict(MutableMapping[Any, Any]):
         link = self._store._link()
         with link.writing(savepoint=True) as db:
             for key, data in pairs:
-                canonical, form = encode_key(key, self._where)
-                if len(data) > _store.CHUNK_SIZE:
-                    self._put_big(db, link, canonical, form, data)
-                elif not db.execute(
-                    _sql.PUT, (canonical, form, data, self._id)
-                ).rowcount:
-                    self._full_or_deleted(link)
+                self._put(db, link, *encode_key(key, self._where), data)
                 count += 1
         return count
 
@@ -418,6 +421,23 @@ class SharedDict(MutableMapping[Any, Any]):
 
     # Big values and loading --------------------------------------------------
 
+    def _put(
+        self,
+        db: sqlite3.Connection,
+        link: Link,
+        canonical: str | bytes,
+        form: bytes | None,
+        data: bytes,
+    ) -> None:
+        """Insert or replace one item, inside the transaction open on `db`."""
+        if len(data) > _store.CHUNK_SIZE:
+            self._put_big(db, link, canonical, form, data)
+            return
+        try:
+            db.execute(_sql.PUT, (canonical, form, data, self._id, self._id))
+        except sqlite3.IntegrityError as exc:
+            self._refused(link, exc)
+
     def _put_big(
         self,
         db: sqlite3.Connection,
@@ -426,12 +446,13 @@ class SharedDict(MutableMapping[Any, Any]):
         form: bytes | None,
         data: bytes,
     ) -> None:
-        row = db.execute(
-            _sql.PUT_RETURNING_POS, (canonical, form, None, self._id)
-        ).fetchone()
-        if row is None:
-            self._full_or_deleted(link)
-        self._put_chunks(db, row[0], data)
+        try:
+            (pos,) = db.execute(
+                _sql.PUT_RETURNING_POS, (canonical, form, None, self._id, self._id)
+            ).fetchone()
+        except sqlite3.IntegrityError as exc:
+            self._refused(link, exc)
+        self._put_chunks(db, pos, data)
 
     def _write_at(
         self, link: Link, db: sqlite3.Connection, pos: int, data: bytes
@@ -502,12 +523,20 @@ class SharedDict(MutableMapping[Any, Any]):
         if link.one(_sql.DICT_EXISTS, (self._id,)) is None:
             raise self._deleted()
 
-    def _full_or_deleted(self, link: Link) -> None:
-        self._missing(link)
-        raise MultinodeError(
-            f"{self._where} has used all 2**{_sql.POS_BITS} insertion positions; "
-            "copy its items into a new dict"
-        )
+    def _refused(self, link: Link, exc: Exception) -> NoReturn:
+        """Raise why the store refused a new item: the dict was deleted, or
+        it has used up its insertion positions."""
+        row = link.one(_sql.LAST_POS, (self._id,))
+        if row is None:
+            raise self._deleted() from None
+        if row[0] + 1 >= (self._id + 1) << _sql.POS_BITS:
+            raise MultinodeError(
+                f"{self._where} has used all 2**{_sql.POS_BITS} insertion "
+                "positions; copy its items into a new dict"
+            ) from None
+        if isinstance(exc, sqlite3.Error):
+            raise link.file.translate(exc) from exc
+        raise exc
 
     def _deleted(self) -> DictDeletedError:
         return DictDeletedError(

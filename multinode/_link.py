@@ -55,6 +55,10 @@ SLOW_LOCK_WAIT = 1.0
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
+class RowRefused(MultinodeError):
+    """A constraint refused a row; the caller finds out why."""
+
+
 class Link:
     """One thread's connection to one store file."""
 
@@ -527,6 +531,8 @@ class StoreFile:
             )
         if primary == sqlite3.SQLITE_IOERR:
             return StoreIOError(errno.EIO, f"I/O error on the store {where}")
+        if primary == sqlite3.SQLITE_CONSTRAINT:
+            return RowRefused(f"{where}: a constraint refused the row")
         if primary == sqlite3.SQLITE_NOMEM:
             return MultinodeError(f"SQLite ran out of memory on {where}")
         return MultinodeError(f"SQLite failed on the store {where}")

@@ -128,21 +128,25 @@ GET = "SELECT value, pos FROM mn_item WHERE dict = ? AND key = ?"
 # columns; a NULL value is a big one, whose position GET then finds.
 GET_VALUE = "SELECT value FROM mn_item WHERE dict = ? AND key = ?"
 CONTAINS = "SELECT 1 FROM mn_item WHERE dict = ? AND key = ?"
-# Insert or replace in one statement. The SELECT yields no row when the dict
-# was deleted (or has used up its positions), so a rowcount of 0 says so. A
-# replaced key keeps its position and its first-stored key form. Parameters:
-# key, key form, value, dict id.
-_NEXT_POS = f"""
-SELECT last_pos + 1, id, ?, ?, ? FROM mn_dict
-WHERE id = ? AND last_pos + 1 < (id + 1) << {POS_BITS}
+# Insert or replace in one statement; a replaced key keeps its position and
+# its first-stored key form. The dict's id comes from a subquery that finds
+# nothing when the dict was deleted (or has used up its positions), and the
+# NOT NULL on `dict` then refuses the row: nothing is written. VALUES rather
+# than INSERT ... SELECT, because with triggers on the table SQLite copies
+# each selected row, value included, through a temporary table first.
+# Parameters: key, key form, value, dict id, dict id.
+_NEW_ITEM = f"""
+INSERT INTO mn_item (key, key_form, value, pos, dict) VALUES (
+    ?, ?, ?,
+    (SELECT last_pos + 1 FROM mn_dict WHERE id = ?),
+    (SELECT id FROM mn_dict WHERE id = ? AND last_pos + 1 < (id + 1) << {POS_BITS})
+)
 """
-PUT = f"""
-INSERT INTO mn_item (pos, dict, key, key_form, value) {_NEXT_POS}
+PUT = f"""{_NEW_ITEM}
 ON CONFLICT (dict, key) DO UPDATE SET value = excluded.value
 """
 PUT_RETURNING_POS = PUT + " RETURNING pos"
-PUT_IF_ABSENT = f"""
-INSERT INTO mn_item (pos, dict, key, key_form, value) {_NEXT_POS}
+PUT_IF_ABSENT = f"""{_NEW_ITEM}
 ON CONFLICT (dict, key) DO NOTHING
 """
 SET_VALUE = "UPDATE mn_item SET value = ? WHERE pos = ?"
