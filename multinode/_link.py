@@ -356,7 +356,7 @@ class LockWaits:
             raise LockTimeout(
                 f"gave up after waiting {waited:.2f} s for the lock on "
                 f"{self.file.path} (timeout={timeout:g} s): another process "
-                "or thread holds a write transaction on it"
+                "or thread holds a lock on it"
             )
         if waited >= SLOW_LOCK_WAIT and not self.logged:
             self.logged = True

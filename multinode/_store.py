@@ -9,6 +9,7 @@ import os
 import sqlite3
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +39,8 @@ JournalMode = Literal["auto", "wal", "rollback"]
 Durability = Literal["normal", "full"]
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+# How long a file that looks half-made may take to become a store.
+_CREATION_GRACE = 2.0
 _HEADER_SIZE = 100
 _MIN_SQLITE = (3, 35, 0)
 
@@ -429,12 +432,12 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
             errno.ENOENT, f"cannot open the store {real}: no directory {directory}"
         )
     mount = _fs.find_mount(directory)
-    header = _read_header(real)
+    header = _read_header(real, timeout)
     if header is None:
         # Decide before creating anything, so a refusal leaves no file.
         _fs.choose_journal_mode(requested, mount, None, path=real)
         _create_file(real, exclusive=False)
-        header = _read_header(real) or b""
+        header = _read_header(real, timeout) or b""
     kind = _classify(real, header)
 
     existing = None
@@ -452,7 +455,7 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         )
     if read_only and mode != existing:
         mode, reason = existing or mode, f"{reason} (read-only, so left as it is)"
-    immutable = read_only and existing == "wal" and not _has_shm(real)
+    immutable = read_only and existing == "wal" and _idle(real)
 
     file = StoreFile(
         real,
@@ -486,16 +489,36 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
     return file
 
 
-def _read_header(path: str) -> bytes | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read(_HEADER_SIZE)
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise NotAStoreError(f"{path} is a directory, not a multinode store") from None
-    except PermissionError as exc:
-        raise ReadOnlyStoreError(f"cannot read the store {path}: {exc}") from exc
+def _read_header(path: str, timeout: float) -> bytes | None:
+    """The file's first 100 bytes; None if there is no file.
+
+    Read without SQLite's locks, so it can catch another process creating
+    the store: the file then holds zeros, or only part of a header, for a
+    moment. That is waited out (briefly) rather than taken for a file of
+    another kind.
+    """
+    deadline = time.monotonic() + min(timeout, _CREATION_GRACE)
+    delay = 0.001
+    while True:
+        try:
+            with open(path, "rb") as f:
+                header = f.read(_HEADER_SIZE)
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            raise NotAStoreError(
+                f"{path} is a directory, not a multinode store"
+            ) from None
+        except PermissionError as exc:
+            raise ReadOnlyStoreError(f"cannot read the store {path}: {exc}") from exc
+        being_written = header and (
+            not header.strip(b"\0")
+            or (len(header) < _HEADER_SIZE and _SQLITE_MAGIC.startswith(header[:16]))
+        )
+        if not being_written or time.monotonic() > deadline:
+            return header
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def _create_file(path: str, *, exclusive: bool) -> None:
@@ -560,17 +583,34 @@ def _look_inside(path: str, header: bytes, timeout: float) -> str:
     mode its header still sits in the -wal file) or another application's
     database. A read-only connection tells which, and cannot change it.
     """
-    # Read-only, and immutable while no -shm exists, so that looking creates
-    # no -wal or -shm file beside another application's database.
-    uri = _uri(path, read_only=True, immutable=not _has_shm(path))
-    try:
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=timeout)) as db:
-            app_id, version, tables = db.execute(_sql.READ_HEADER).fetchone()
-    except sqlite3.Error as exc:
-        log.info("refused %s: %s", path, exc)
-        raise NotAStoreError(
-            f"{path} is not a multinode store ({exc}); it was left untouched"
-        ) from exc
+    # Read-only, so looking changes nothing. A WAL-format file that nobody
+    # has open would get new -wal and -shm files from even a read-only
+    # connection, so it is read as immutable instead: with no -wal, -shm or
+    # -journal beside it, the file alone holds everything.
+    wal_format = 2 in (header[18], header[19])
+    uri = _uri(path, read_only=True, immutable=wal_format and _idle(path))
+    # A store that another process is creating right now can look damaged
+    # for a moment to a reader that takes no lock; look again for a little
+    # while (creating one takes milliseconds) before calling it foreign.
+    deadline = time.monotonic() + min(timeout, _CREATION_GRACE)
+    delay = 0.005
+    while True:
+        try:
+            with contextlib.closing(
+                sqlite3.connect(uri, uri=True, timeout=timeout)
+            ) as db:
+                app_id, version, tables = db.execute(_sql.READ_HEADER).fetchone()
+            break
+        except sqlite3.DatabaseError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+                uri = _uri(path, read_only=True, immutable=wal_format and _idle(path))
+                continue
+            log.info("refused %s: %s", path, exc)
+            raise NotAStoreError(
+                f"{path} is not a multinode store ({exc}); it was left untouched"
+            ) from exc
     if app_id == _sql.APPLICATION_ID:
         if version > _sql.FORMAT_VERSION:
             raise _newer(path, version)
@@ -596,8 +636,10 @@ def _writable(path: str, directory: str, existing: str | None) -> bool:
     )
 
 
-def _has_shm(path: str) -> bool:
-    return os.path.exists(path + "-shm")
+def _idle(path: str) -> bool:
+    """Whether no process is using the database: no -shm, -wal or -journal
+    file. Only then does the database file alone hold every commit."""
+    return not any(os.path.exists(path + s) for s in ("-shm", "-wal", "-journal"))
 
 
 def _uri(path: str, *, read_only: bool, immutable: bool) -> str:
