@@ -15,7 +15,9 @@ import pytest
 import multinode as mn
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     if os.environ.get("MULTINODE_HUGE") == "1":
         return
     skip = pytest.mark.skip(reason="gigabyte case: set MULTINODE_HUGE=1 to run it")
