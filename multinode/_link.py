@@ -18,6 +18,7 @@ be closed refuses to touch that store.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -553,9 +554,20 @@ def _disk_full(path: str) -> bool:
 registry_lock = threading.RLock()
 files: dict[str, StoreFile] = {}
 
-# Connections a fork could not close: the child must never close them (that
-# would release locks its parent still relies on), so it keeps them forever.
+# Connections a fork could not close. The child must never close them: that
+# would roll back, or even checkpoint, the parent's open transaction through
+# lock bookkeeping the child only has a copy of. A Python reference is not
+# enough, since interpreter shutdown clears module globals and would then
+# finalize (close) them; one extra reference taken through the C API is never
+# given back, so they outlive the child.
 _abandoned: list[sqlite3.Connection] = []
+
+
+def _abandon(db: sqlite3.Connection) -> None:
+    _abandoned.append(db)
+    ctypes.pythonapi.Py_IncRef(ctypes.py_object(db))
+
+
 _held: list[Link] = []
 _blocked: dict[StoreFile, str] = {}
 
@@ -595,7 +607,7 @@ def _after_fork_child() -> None:
         file.fork_problem = problem
         for link in list(file._links):
             if link.db is not None:
-                _abandoned.append(link.db)
+                _abandon(link.db)
                 link.db = None
     _blocked.clear()
     _release_held()
