@@ -646,6 +646,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub["backup"].add_argument("dest", metavar="DEST", help="the new file to create")
 
     demo = sub["demo"]
+    for action in demo._actions:
+        if action.dest == "store":
+            # The demo never touches a real store unless asked to.
+            action.help = "store file (default: a fresh temporary store)"
     demo.add_argument(
         "--path",
         action="append",

@@ -78,8 +78,9 @@ class SharedDict(MutableMapping[Any, Any]):
         return f"<multinode.SharedDict {self._where}>"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses to another process as its store and name.
-        return (_reopen, (self._store, self._name))
+        # Crosses to another process as its store and the dict's identity,
+        # so a dict deleted meanwhile is not created anew over there.
+        return (SharedDict, (self._store, self._name, self._id, self._serializer))
 
     # Reading -----------------------------------------------------------------
 
@@ -140,7 +141,7 @@ class SharedDict(MutableMapping[Any, Any]):
             yield decode_key(form if form is not None else canonical)
 
     def keys(self) -> KeysView[Any]:
-        return KeysView(self)
+        return _Keys(self)
 
     def values(self) -> ValuesView[Any]:
         return _Values(self)
@@ -150,11 +151,14 @@ class SharedDict(MutableMapping[Any, Any]):
 
     def _iter_values(self) -> Iterator[Any]:
         # Items, not bare values, so that an unloadable value names its key.
-        for _, value in self._iter_items():
-            yield value
+        return (value for _, value in self._iter_items())
 
     def _iter_items(self) -> Iterator[tuple[Any, Any]]:
-        for pos, canonical, form, data in self._pages(_sql.ITEMS_PAGE):
+        # Not a generator itself: the bound is read now, when iteration begins.
+        return self._items(self._pages(_sql.ITEMS_PAGE))
+
+    def _items(self, rows: Iterator[Any]) -> Iterator[tuple[Any, Any]]:
+        for pos, canonical, form, data in rows:
             key = decode_key(form if form is not None else canonical)
             value = self._value_at(pos, data, key=key)
             if value is not _MISSING:
@@ -214,6 +218,8 @@ class SharedDict(MutableMapping[Any, Any]):
             rows = self._store._link().all(sql, (low, high, limit))
             yield from rows
             if len(rows) < limit:
+                # A dict deleted meanwhile would just look shorter.
+                self._missing(self._store._link())
                 return
             if reverse:
                 high = rows[-1][0] - 1
@@ -590,6 +596,17 @@ def _missing_class(data: bytes) -> str | None:
     return None
 
 
+# The views' iterators begin when iter() is called, like the dict's own;
+# collections.abc's are generators, which would begin at the first next().
+
+
+class _Keys(KeysView[Any]):
+    _mapping: SharedDict
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._mapping)
+
+
 class _Values(ValuesView[Any]):
     _mapping: SharedDict
 
@@ -602,10 +619,6 @@ class _Items(ItemsView[Any, Any]):
 
     def __iter__(self) -> Iterator[tuple[Any, Any]]:
         return self._mapping._iter_items()
-
-
-def _reopen(store: Store, name: str) -> SharedDict:
-    return store.get_dict(name)
 
 
 from multinode import _store  # noqa: E402  (circular: _store imports this module)

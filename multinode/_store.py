@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from multinode.errors import (
     SerializerMismatchError,
     StoreClosedError,
     StoreIOError,
+    UnsafeFilesystemError,
 )
 
 log = logging.getLogger("multinode")
@@ -351,10 +353,10 @@ def get_dict(name: str, *, serializer: str | None = None) -> SharedDict:
     """
     path, _ = default_store_path()
     store = _default_stores.get(path)
-    if store is None:
+    if store is None or store._closed:
         with _default_lock:
             store = _default_stores.get(path)
-            if store is None:
+            if store is None or store._closed:
                 store = _default_stores[path] = Store()
     return store.get_dict(name, serializer=serializer)
 
@@ -439,6 +441,16 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         _create_file(real, exclusive=False)
         header = _read_header(real, timeout) or b""
     kind = _classify(real, header)
+    links = os.stat(real).st_nlink
+    if links > 1:
+        # SQLite names the -wal, -shm and -journal files after the path, so
+        # processes opening the store through different links would keep
+        # separate journals and lose each other's writes.
+        raise UnsafeFilesystemError(
+            f"refusing to open {real}: the file has {links} hard links, and "
+            "processes using different links would not see each other's "
+            "writes; remove the other links (a symbolic link is fine)"
+        )
 
     existing = None
     if kind != "empty":
@@ -501,14 +513,15 @@ def _read_header(path: str, timeout: float) -> bytes | None:
     delay = 0.001
     while True:
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                # Opening a FIFO would block; a directory cannot be one.
+                raise NotAStoreError(
+                    f"{path} is not a regular file, so not a multinode store"
+                )
             with open(path, "rb") as f:
                 header = f.read(_HEADER_SIZE)
         except FileNotFoundError:
             return None
-        except IsADirectoryError:
-            raise NotAStoreError(
-                f"{path} is a directory, not a multinode store"
-            ) from None
         except PermissionError as exc:
             raise ReadOnlyStoreError(f"cannot read the store {path}: {exc}") from exc
         being_written = header and (
@@ -615,7 +628,7 @@ def _look_inside(path: str, header: bytes, timeout: float) -> str:
         if version > _sql.FORMAT_VERSION:
             raise _newer(path, version)
         return "ours"
-    if app_id == 0 and tables == 0:
+    if app_id == 0 and tables == 0 and version == 0:
         return "empty"
     log.info("refused %s: SQLite database with %d schema entries", path, tables)
     raise NotAStoreError(
@@ -676,8 +689,8 @@ def _initialise(link: Link, mode: str) -> None:
     if mode == "wal":
         link.one("PRAGMA journal_mode = WAL", ())
     with link.writing() as db:
-        app_id, _, tables = db.execute(_sql.READ_HEADER).fetchone()
-        if app_id == 0 and tables == 0:
+        app_id, version, tables = db.execute(_sql.READ_HEADER).fetchone()
+        if app_id == 0 and tables == 0 and version == 0:
             _migrate(db, 0)
         elif app_id != _sql.APPLICATION_ID:
             raise NotAStoreError(
