@@ -80,6 +80,8 @@ class Link:
         """The open connection; call with `lock` held."""
         db = self.db
         file = self.file
+        if db is not None and self.generation == file.generation and not file.immutable:
+            return db
         if file.immutable and file.writer_appeared():
             file.generation += 1
         if db is None or self.generation != file.generation:
@@ -111,46 +113,22 @@ class Link:
     def one(self, sql: str, params: tuple[Any, ...]) -> Any:
         """The first row of one statement, retried while the store is busy."""
         with self.lock:
-            db = self.db
-            if (
-                db is None
-                or self.generation != self.file.generation
-                or self.file.immutable
-            ):
-                db = self.connection()
-            try:
-                return db.execute(sql, params).fetchone()
-            except sqlite3.Error as exc:
-                return self.retry(exc, lambda db: db.execute(sql, params).fetchone())
+            return self._execute(sql, params).fetchone()
 
     def all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self.lock:
-            db = self.db
-            if (
-                db is None
-                or self.generation != self.file.generation
-                or self.file.immutable
-            ):
-                db = self.connection()
-            try:
-                return db.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                return self.retry(exc, lambda db: db.execute(sql, params).fetchall())
+            return self._execute(sql, params).fetchall()
 
     def change(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one writing statement; its rowcount."""
         with self.lock:
-            db = self.db
-            if (
-                db is None
-                or self.generation != self.file.generation
-                or self.file.immutable
-            ):
-                db = self.connection()
-            try:
-                return db.execute(sql, params).rowcount
-            except sqlite3.Error as exc:
-                return self.retry(exc, lambda db: db.execute(sql, params).rowcount)
+            return self._execute(sql, params).rowcount
+
+    def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        try:
+            return self.connection().execute(sql, params)
+        except sqlite3.Error as exc:
+            return self.retry(exc, lambda db: db.execute(sql, params))
 
     def retry(
         self, exc: sqlite3.Error, attempt: Callable[[sqlite3.Connection], T]
