@@ -819,7 +819,10 @@ class _ShelveNamed(NamedOpener):
     def open(self, name: str) -> Any:
         import shelve
 
-        s = shelve.open(str(self.workdir / name), protocol=PICKLE_PROTOCOL)  # noqa: SIM115
+        # Closed with the others at the end of the run, not by a with block.
+        s = shelve.open(  # noqa: SIM115
+            str(self.workdir / name), protocol=PICKLE_PROTOCOL
+        )
         self.opened.append(s)
         return s
 

@@ -139,7 +139,8 @@ def summarize(stats: pstats.Stats) -> list[tuple[str, float]]:
     """Own time (tottime) grouped by kind of work, as shares."""
     totals: dict[str, float] = {}
     grand = 0.0
-    for (filename, _line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+    rows = stats.stats.items()  # type: ignore[attr-defined]
+    for (filename, _line, name), row in rows:
         tottime = row[2]
         grand += tottime
         where = f"{filename}:{name}"
