@@ -22,6 +22,7 @@ from multinode._codec import SERIALIZERS
 from multinode._dict import SharedDict
 from multinode._link import Link, StoreFile
 from multinode.errors import (
+    MultinodeError,
     NewerFormatError,
     NotAStoreError,
     ReadOnlyStoreError,
@@ -162,6 +163,12 @@ class Store:
             with link.writing() as db:
                 cursor = db.execute(_sql.CREATE_DICT, (raw, serializer or "pickle"))
                 if cursor.rowcount:
+                    if cursor.lastrowid and cursor.lastrowid > _sql.MAX_DICT_ID:
+                        # Positions hold the dict's id in their top bits.
+                        raise MultinodeError(
+                            f"{self.path} has created {_sql.MAX_DICT_ID:,} dicts, "
+                            "the most one store can; use a new store file"
+                        )
                     db.execute(_sql.START_POSITIONS, (cursor.lastrowid,))
                 row = db.execute(_sql.FIND_DICT, (raw,)).fetchone()
         dict_id, recorded = row
