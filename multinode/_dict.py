@@ -103,10 +103,7 @@ class SharedDict(MutableMapping[Any, Any]):
         data = row[0]
         if data is None:
             return self._get_big(link, key, canonical)
-        try:
-            return self._loads(data)
-        except Exception as exc:
-            raise self._unloadable(key, data, exc) from exc
+        return self._load(key, data)
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -329,10 +326,10 @@ class SharedDict(MutableMapping[Any, Any]):
         return key, value
 
     def clear(self) -> None:
-        with self._store._link().writing() as db:
+        link = self._store._link()
+        with link.writing() as db:
             db.execute(_sql.DELETE_DICT_ITEMS, (self._id,))
-            if db.execute(_sql.DICT_EXISTS, (self._id,)).fetchone() is None:
-                raise self._deleted()
+            self._missing(link)
 
     def update(self, *args: Any, **kwargs: Any) -> Any:
         """``dict.update``, in one transaction; or, called as
@@ -352,8 +349,7 @@ class SharedDict(MutableMapping[Any, Any]):
             for key, value in _pairs(args[0] if args else (), kwargs)
         ]
         if not rows:
-            if self._store._link().one(_sql.DICT_EXISTS, (self._id,)) is None:
-                raise self._deleted()
+            self._missing(self._store._link())
             return None
         link = self._store._link()
         with link.writing(savepoint=True) as db:

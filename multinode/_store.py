@@ -448,7 +448,8 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         _create_file(real, exclusive=False)
         header = _read_header(real, timeout) or b""
     kind = _classify(real, header)
-    links = os.stat(real).st_nlink
+    st = os.stat(real)
+    links = st.st_nlink
     if links > 1:
         # SQLite names the -wal, -shm and -journal files after the path, so
         # processes opening the store through different links would keep
@@ -484,7 +485,6 @@ def _prepare(real: str, timeout: float, requested: str, durability: str) -> Stor
         timeout=timeout,
         pragmas=_pragmas(mode, durability),
     )
-    st = os.stat(real)
     file.identity = (st.st_dev, st.st_ino)
     file.mount = mount
     file.journal_mode = mode
@@ -608,13 +608,13 @@ def _look_inside(path: str, header: bytes, timeout: float) -> str:
     # connection, so it is read as immutable instead: with no -wal, -shm or
     # -journal beside it, the file alone holds everything.
     wal_format = 2 in (header[18], header[19])
-    uri = _uri(path, read_only=True, immutable=wal_format and _idle(path))
     # A store that another process is creating right now can look damaged
     # for a moment to a reader that takes no lock; look again for a little
     # while (creating one takes milliseconds) before calling it foreign.
     deadline = time.monotonic() + min(timeout, _CREATION_GRACE)
     delay = 0.005
     while True:
+        uri = _uri(path, read_only=True, immutable=wal_format and _idle(path))
         try:
             with contextlib.closing(
                 sqlite3.connect(uri, uri=True, timeout=timeout)
@@ -625,7 +625,6 @@ def _look_inside(path: str, header: bytes, timeout: float) -> str:
             if time.monotonic() < deadline:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
-                uri = _uri(path, read_only=True, immutable=wal_format and _idle(path))
                 continue
             log.info("refused %s: %s", path, exc)
             raise NotAStoreError(
