@@ -313,9 +313,7 @@ class SharedDict(MutableMapping[Any, Any]):
         """Remove and return the most recently inserted item."""
         link = self._store._link()
         with link.writing() as db:
-            row = db.execute(
-                _sql.LAST_ITEM, (self._id << _sql.POS_BITS, self._id)
-            ).fetchone()
+            row = db.execute(_sql.LAST_ITEM, (self._id << _sql.POS_BITS,)).fetchone()
             if row is None:
                 self._missing(link)
                 raise KeyError("popitem(): dictionary is empty")

@@ -613,7 +613,7 @@ def hold_lock(path: str, begin: str, max_hold: float) -> None:
         db.execute("SELECT count(*) FROM mn_item").fetchall()
     else:
         # A dirty page as well, so the lock is a real pending write.
-        db.execute("UPDATE mn_dict SET length = length")
+        db.execute("UPDATE mn_dict SET removed = removed")
     print("locked", flush=True)
     select.select([sys.stdin], [], [], max_hold)
     db.execute("ROLLBACK")

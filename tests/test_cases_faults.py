@@ -33,6 +33,7 @@ from _workers_faults import (
 )
 
 import multinode as mn
+from multinode._sql import LENGTH
 
 FORK_WITH_THREADS = "ignore:This process .* is multi-threaded:DeprecationWarning"
 
@@ -259,6 +260,7 @@ def test_b11_unusual_strings_as_keys_and_names(
 
 B14_WRITER = """
 import multinode as mn
+from multinode._sql import LENGTH
 
 class Point:
     def __init__(self, x):
@@ -273,6 +275,7 @@ assert d["p"].x == 1
 B14_READER = """
 import json
 import multinode as mn
+from multinode._sql import LENGTH
 
 d = mn.get_dict(name="b14")
 obs = {"len": len(d), "list": list(d), "p_in": "p" in d, "ok": d["ok"]}
@@ -626,10 +629,12 @@ def _b28(
     assert seen["empty"]["len"] == 0
     db = sqlite3.connect(str(store_path))
     try:
-        (length, count) = db.execute(
-            "SELECT length, (SELECT count(*) FROM mn_item WHERE dict = mn_dict.id)"
-            " FROM mn_dict WHERE name = ?",
-            (b"b28",),
+        (dict_id,) = db.execute(
+            "SELECT id FROM mn_dict WHERE name = ?", (b"b28",)
+        ).fetchone()
+        (length,) = db.execute(LENGTH, (dict_id,)).fetchone()
+        (count,) = db.execute(
+            "SELECT count(*) FROM mn_item WHERE dict = ?", (dict_id,)
         ).fetchone()
     finally:
         db.close()

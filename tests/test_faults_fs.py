@@ -31,6 +31,7 @@ from _workers_fs import NOBODY, finish, run_as, start_as
 
 import multinode as mn
 from multinode import _fs
+from multinode._sql import FORMAT_VERSION
 
 pytestmark = pytest.mark.fault
 
@@ -42,8 +43,7 @@ linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="mounts a tmpfs (Linux)"
 )
 
-APPLICATION_ID = 0x4D4E4F44
-FORMAT_VERSION = 2
+APPLICATION_ID = 0x4D4E4F44  # on disk: must never change
 
 
 # --- helpers ----------------------------------------------------------------
