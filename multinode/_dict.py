@@ -94,7 +94,11 @@ class SharedDict(MutableMapping[Any, Any]):
             if check_first and key not in self:
                 raise KeyError(key)
             return TARGET
-        canonical, _ = encode_key(key, self._where)
+        # The hot path: the common key type and the loading are inline.
+        if type(key) is str and key.isascii():
+            canonical: str | bytes = key
+        else:
+            canonical, _ = encode_key(key, self._where)
         link = self._store._link()
         row = link.one(_sql.GET_VALUE, (self._id, canonical))
         if row is None:
@@ -103,7 +107,10 @@ class SharedDict(MutableMapping[Any, Any]):
         data = row[0]
         if data is None:
             return self._get_big(link, key, canonical)
-        return self._load(key, data)
+        try:
+            return self._loads(data)
+        except Exception as exc:
+            raise self._unloadable(key, data, exc) from exc
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:

@@ -63,7 +63,21 @@ class RowRefused(MultinodeError):
 class Link:
     """One thread's connection to one store file."""
 
-    __slots__ = ("__weakref__", "db", "depth", "file", "generation", "lock", "timeout")
+    __slots__ = (
+        "__weakref__",
+        "cursor",
+        "db",
+        "depth",
+        "file",
+        "generation",
+        "lock",
+        "timeout",
+    )
+
+    # The open connection's own cursor, set with it, for the statements
+    # that run alone: reusing it saves creating one per call, which is about
+    # a twentieth of a read.
+    cursor: sqlite3.Cursor
 
     def __init__(self, file: StoreFile) -> None:
         self.file = file
@@ -87,6 +101,7 @@ class Link:
         if db is None or self.generation != file.generation:
             self.close()
             db = self.db = file.connect(self)
+            self.cursor = db.cursor()
             self.generation = file.generation
         return db
 
@@ -104,29 +119,50 @@ class Link:
         self.depth = 0
         if db is not None:
             try:
+                self.cursor.close()
                 db.close()
             except sqlite3.Error:
                 log.debug("closing a connection to %s failed", self.file.path)
 
     # Statements outside an explicit transaction ---------------------------
 
+    # These run for every single read and write, so they take the lock with
+    # acquire and release, which costs half of what a with statement does.
+    # They run on the link's cursor, and consume the result before they
+    # return, so that the statement ends and lets its read lock go.
+
     def one(self, sql: str, params: tuple[Any, ...]) -> Any:
-        """The first row of one statement, retried while the store is busy."""
-        with self.lock:
+        """The row of a statement that returns at most one row (a longer
+        result would hold its read lock until the next statement), retried
+        while the store is busy."""
+        lock = self.lock
+        lock.acquire()
+        try:
             return self._execute(sql, params).fetchone()
+        finally:
+            lock.release()
 
     def all(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             return self._execute(sql, params).fetchall()
+        finally:
+            lock.release()
 
     def change(self, sql: str, params: tuple[Any, ...]) -> int:
         """Run one writing statement; its rowcount."""
-        with self.lock:
+        lock = self.lock
+        lock.acquire()
+        try:
             return self._execute(sql, params).rowcount
+        finally:
+            lock.release()
 
     def _execute(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
         try:
-            return self.connection().execute(sql, params)
+            self.connection()
+            return self.cursor.execute(sql, params)
         except sqlite3.Error as exc:
             return self.retry(exc, lambda db: db.execute(sql, params))
 
@@ -157,11 +193,11 @@ class Link:
         Inside an open transaction the work simply joins it, or, with
         `savepoint`, becomes a savepoint that an error undoes on its own.
         """
-        return Writing(self, savepoint)
+        return Writing(self, nests=not savepoint)
 
     def reading(self) -> Reading:
         """One consistent snapshot for several statements."""
-        return Reading(self)
+        return Reading(self, nests=True)
 
     def begin(self, db: sqlite3.Connection) -> None:
         if self.depth:
@@ -169,7 +205,7 @@ class Link:
             self.depth += 1
             return
         try:
-            db.execute(_sql.BEGIN_WRITE)
+            self.cursor.execute(_sql.BEGIN_WRITE)
         except sqlite3.Error as exc:
             self.retry(exc, lambda db: db.execute(_sql.BEGIN_WRITE))
         self.depth = 1
@@ -200,7 +236,7 @@ class Link:
         waits: LockWaits | None = None
         while True:
             try:
-                db.execute(_sql.COMMIT)
+                self.cursor.execute(_sql.COMMIT)
                 return
             except sqlite3.Error as exc:
                 if not (_is_busy(exc) and db.in_transaction):
@@ -220,21 +256,22 @@ class Link:
 
 class _Block:
     """A block of statements on one link: it holds the link's lock for the
-    whole block and translates the SQLite errors raised inside. Subclasses
-    say when the block joins an open transaction, and how it starts and
-    ends otherwise."""
+    whole block and translates the SQLite errors raised inside. Inside an
+    open transaction it joins it if it `nests`; otherwise, and outside one,
+    the subclass says how it starts and ends."""
 
-    __slots__ = ("db", "joined", "link")
+    __slots__ = ("db", "joined", "link", "nests")
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, *, nests: bool) -> None:
         self.link = link
+        self.nests = nests
 
     def __enter__(self) -> sqlite3.Connection:
         link = self.link
         link.lock.acquire()
         try:
             db = self.db = link.connection()
-            self.joined = self.joins(link)
+            self.joined = self.nests and link.depth > 0
             if not self.joined:
                 self.start(link, db)
         except BaseException:
@@ -257,9 +294,6 @@ class _Block:
         if isinstance(exc, sqlite3.Error):
             raise link.file.translate(exc) from exc
 
-    def joins(self, link: Link) -> bool:
-        raise NotImplementedError
-
     def start(self, link: Link, db: sqlite3.Connection) -> None:
         raise NotImplementedError
 
@@ -270,14 +304,7 @@ class _Block:
 class Writing(_Block):
     """See `Link.writing`."""
 
-    __slots__ = ("savepoint",)
-
-    def __init__(self, link: Link, savepoint: bool) -> None:
-        super().__init__(link)
-        self.savepoint = savepoint
-
-    def joins(self, link: Link) -> bool:
-        return bool(link.depth) and not self.savepoint
+    __slots__ = ()
 
     def start(self, link: Link, db: sqlite3.Connection) -> None:
         link.begin(db)
@@ -290,9 +317,6 @@ class Reading(_Block):
     """See `Link.reading`."""
 
     __slots__ = ()
-
-    def joins(self, link: Link) -> bool:
-        return bool(link.depth)
 
     def start(self, link: Link, db: sqlite3.Connection) -> None:
         # BEGIN alone takes no lock; the first read does. Take it here, where
@@ -532,18 +556,20 @@ def _disk_full(path: str) -> bool:
 registry_lock = threading.RLock()
 files: dict[str, StoreFile] = {}
 
-# Connections a fork could not close. The child must never close them: that
-# would roll back, or even checkpoint, the parent's open transaction through
-# lock bookkeeping the child only has a copy of. A Python reference is not
+# Connections a fork could not close, with their cursors. The child must
+# never close them: that would roll back, or even checkpoint, the parent's
+# open transaction through lock bookkeeping the child only has a copy of (a
+# cursor, when freed, resets its statement). A Python reference is not
 # enough, since interpreter shutdown clears module globals and would then
 # finalize (close) them; one extra reference taken through the C API is never
 # given back, so they outlive the child.
-_abandoned: list[sqlite3.Connection] = []
+_abandoned: list[object] = []
 
 
-def _abandon(db: sqlite3.Connection) -> None:
-    _abandoned.append(db)
-    ctypes.pythonapi.Py_IncRef(ctypes.py_object(db))
+def _abandon(*objects: object) -> None:
+    for thing in objects:
+        _abandoned.append(thing)
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(thing))
 
 
 _held: list[Link] = []
@@ -585,7 +611,7 @@ def _after_fork_child() -> None:
         file.fork_problem = problem
         for link in list(file._links):
             if link.db is not None:
-                _abandon(link.db)
+                _abandon(link.db, link.cursor)
                 link.db = None
     _blocked.clear()
     _release_held()
