@@ -376,7 +376,8 @@ class SharedDict(MutableMapping[Any, Any]):
         data = self._dumps(new, self._where)
         link = self._store._link()
         with link.writing() as db:
-            row = db.execute(_sql.GET, (self._id, canonical)).fetchone()
+            # The link's own cursor: one statement at a time, read at once.
+            row = link.cursor.execute(_sql.GET, (self._id, canonical)).fetchone()
             if row is None:
                 self._missing(link)
                 return False
@@ -391,7 +392,7 @@ class SharedDict(MutableMapping[Any, Any]):
         canonical, _ = encode_key(key, self._where)
         link = self._store._link()
         with link.writing() as db:
-            row = db.execute(_sql.GET, (self._id, canonical)).fetchone()
+            row = link.cursor.execute(_sql.GET, (self._id, canonical)).fetchone()
             if row is None:
                 self._missing(link)
                 raise KeyError(key)
@@ -466,7 +467,7 @@ class SharedDict(MutableMapping[Any, Any]):
     ) -> None:
         """Replace the value at `pos`, inside the transaction open on `db`."""
         if len(data) <= _store.CHUNK_SIZE:
-            db.execute(_sql.SET_VALUE, (data, pos))
+            link.cursor.execute(_sql.SET_VALUE, (data, pos))
             return
         # Several statements: inside a caller's transaction, a failure among
         # them must undo all of them, and only them.

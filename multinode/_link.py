@@ -193,42 +193,11 @@ class Link:
         Inside an open transaction the work simply joins it, or, with
         `savepoint`, becomes a savepoint that an error undoes on its own.
         """
-        return Writing(self, nests=not savepoint)
+        return Writing(self, not savepoint)
 
     def reading(self) -> Reading:
         """One consistent snapshot for several statements."""
-        return Reading(self, nests=True)
-
-    def begin(self, db: sqlite3.Connection) -> None:
-        if self.depth:
-            _run(db, _sql.SAVEPOINT.format(depth=self.depth), self.file)
-            self.depth += 1
-            return
-        try:
-            self.cursor.execute(_sql.BEGIN_WRITE)
-        except sqlite3.Error as exc:
-            self.retry(exc, lambda db: db.execute(_sql.BEGIN_WRITE))
-        self.depth = 1
-
-    def end(self, db: sqlite3.Connection, *, commit: bool) -> None:
-        self.depth -= 1
-        if self.db is not db:
-            # A fork in this very thread gave the transaction up; the
-            # connection is no longer ours to finish it on.
-            self.depth = 0
-            if commit:
-                raise ForkError(self.file.fork_problem or "connection was closed")
-            return
-        if self.depth:
-            name = self.depth
-            if not commit:
-                _run(db, _sql.ROLLBACK_TO.format(depth=name), self.file)
-            _run(db, _sql.RELEASE.format(depth=name), self.file)
-            return
-        if commit:
-            self.commit(db)
-        else:
-            _rollback(db)
+        return Reading(self, True)
 
     def commit(self, db: sqlite3.Connection) -> None:
         # In rollback-journal mode COMMIT waits for readers to leave; it can
@@ -262,7 +231,7 @@ class _Block:
 
     __slots__ = ("db", "joined", "link", "nests")
 
-    def __init__(self, link: Link, *, nests: bool) -> None:
+    def __init__(self, link: Link, nests: bool) -> None:
         self.link = link
         self.nests = nests
 
@@ -307,10 +276,35 @@ class Writing(_Block):
     __slots__ = ()
 
     def start(self, link: Link, db: sqlite3.Connection) -> None:
-        link.begin(db)
+        if link.depth:
+            _run(db, _sql.SAVEPOINT.format(depth=link.depth), link.file)
+            link.depth += 1
+            return
+        try:
+            link.cursor.execute(_sql.BEGIN_WRITE)
+        except sqlite3.Error as exc:
+            link.retry(exc, lambda db: db.execute(_sql.BEGIN_WRITE))
+        link.depth = 1
 
     def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
-        link.end(db, commit=ok)
+        link.depth -= 1
+        if link.db is not db:
+            # A fork in this very thread gave the transaction up; the
+            # connection is no longer ours to finish it on.
+            link.depth = 0
+            if ok:
+                raise ForkError(link.file.fork_problem or "connection was closed")
+            return
+        if link.depth:
+            name = link.depth
+            if not ok:
+                _run(db, _sql.ROLLBACK_TO.format(depth=name), link.file)
+            _run(db, _sql.RELEASE.format(depth=name), link.file)
+            return
+        if ok:
+            link.commit(db)
+        else:
+            _rollback(db)
 
 
 class Reading(_Block):
