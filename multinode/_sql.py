@@ -87,9 +87,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # Version 3: an insert no longer writes the catalog, which cost a third
     # of a new key's time. The catalog counts removals instead of items, and
     # its last_pos only keeps the positions of removed items from reuse.
+    # The chunk triggers lose their "WHEN OLD.value IS NULL": naming the old
+    # value made SQLite read all of it, a megabyte to replace a megabyte,
+    # which cost five times the write itself.
     (
         "DROP TRIGGER mn_item_added",
         "DROP TRIGGER mn_item_removed",
+        "DROP TRIGGER mn_item_removed_chunks",
+        "DROP TRIGGER mn_item_replaced_chunks",
         "ALTER TABLE mn_dict ADD COLUMN removed INTEGER NOT NULL DEFAULT 0",
         f"UPDATE mn_dict SET removed = last_pos - (id << {POS_BITS}) - length",
         "ALTER TABLE mn_dict DROP COLUMN length",
@@ -98,6 +103,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UPDATE mn_dict
             SET removed = removed + 1, last_pos = max(last_pos, OLD.pos)
             WHERE id = OLD.dict;
+            DELETE FROM mn_chunk WHERE pos = OLD.pos;
+        END
+        """,
+        """
+        CREATE TRIGGER mn_item_replaced AFTER UPDATE OF value ON mn_item BEGIN
+            DELETE FROM mn_chunk WHERE pos = OLD.pos;
         END
         """,
     ),
@@ -138,6 +149,11 @@ DELETE_DICT_ITEMS = "DELETE FROM mn_item WHERE dict = ?"
 DELETE_DICT = "DELETE FROM mn_dict WHERE id = ?"
 LENGTH = f"SELECT {_LENGTH} FROM mn_dict WHERE id = ?"
 LAST_POS = f"SELECT {_HIGHEST} FROM mn_dict WHERE id = ?"
+# Chunks of no big value: their item is gone, or holds its value inline.
+STRAY_CHUNKS = """
+SELECT count(*) FROM mn_chunk c LEFT JOIN mn_item i ON i.pos = c.pos
+WHERE i.pos IS NULL OR i.value IS NOT NULL
+"""
 # Dicts whose counted length disagrees with their items, and items outside
 # their dict's range of positions.
 CHECK_DICTS = f"""

@@ -252,6 +252,9 @@ class Store:
         for name, problem in link.all(_sql.CHECK_DICTS, ()):
             shown = bytes(name).decode("utf-8", "surrogatepass")
             problems.append(f"dict {shown!r}: {problem}")
+        (stray,) = link.one(_sql.STRAY_CHUNKS, ())
+        if stray:
+            problems.append(f"{stray} chunks belong to no big value")
         return problems
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
