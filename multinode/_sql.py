@@ -23,7 +23,9 @@ from __future__ import annotations
 APPLICATION_ID = 0x4D4E4F44  # "MNOD"
 FORMAT_VERSION = 3
 POS_BITS = 40
-MAX_DICT_ID = (1 << (63 - POS_BITS)) - 1
+# The highest dict id: (id + 1) << POS_BITS, the end of its positions, must
+# still fit in SQLite's signed 64-bit integers.
+MAX_DICT_ID = (1 << (63 - POS_BITS)) - 2
 
 # Each entry upgrades the schema from version i to i + 1; a new store runs
 # them all, from 0, in the transaction that creates it.

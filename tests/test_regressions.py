@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import multinode as mn
-from multinode import _store
+from multinode import _sql, _store
 
 _REPO = Path(__file__).resolve().parent.parent
 
@@ -157,3 +157,27 @@ def test_get_dict_works_after_its_store_was_closed(store_path: Path) -> None:
     mn.get_dict("a")["x"] = 1
     mn.get_dict("a").store.close()
     assert mn.get_dict("a")["x"] == 1
+
+
+def test_the_last_dict_id_works_and_the_next_is_refused(tmp_path: Path) -> None:
+    """Found by the breaker: the highest id get_dict accepted overflowed the
+    position arithmetic, so that dict could never hold an item."""
+    path = tmp_path / "s.db"
+    mn.Store(path).get_dict("first")["k"] = 1
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute(
+        "UPDATE sqlite_sequence SET seq = ? WHERE name = 'mn_dict'",
+        (_sql.MAX_DICT_ID - 1,),
+    )
+    db.close()
+    with mn.Store(path) as store:
+        last = store.get_dict("last")
+        last["a"] = 1
+        last["b"] = 2
+        del last["a"]
+        last["c"] = 3
+        assert list(last.items()) == [("b", 2), ("c", 3)] and len(last) == 2
+        with pytest.raises(mn.MultinodeError, match="the most one store can"):
+            store.get_dict("one too many")
+        assert store.dicts() == ["first", "last"]
+        assert store.check() == []
