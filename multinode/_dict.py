@@ -141,8 +141,9 @@ class SharedDict(MutableMapping[Any, Any]):
 
     @staticmethod
     def _keys(rows: Iterator[Any]) -> Iterator[Any]:
-        for _, canonical, form in rows:
-            yield decode_key(form if form is not None else canonical)
+        for _, stored in rows:
+            # A str key is stored as itself: no call to decode it.
+            yield stored if type(stored) is str else decode_key(stored)
 
     def keys(self) -> KeysView[Any]:
         return _Keys(self)

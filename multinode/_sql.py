@@ -212,12 +212,13 @@ VALUE_AT = "SELECT value FROM mn_item WHERE pos = ?"
 
 # Pages for iteration: positions after the last one seen, up to the bound
 # fixed when the iteration began.
+# A key's exact form where it has one, else its canonical form.
 KEYS_PAGE = """
-SELECT pos, key, key_form FROM mn_item
+SELECT pos, coalesce(key_form, key) FROM mn_item
 WHERE pos > ? AND pos <= ? ORDER BY pos LIMIT ?
 """
 KEYS_PAGE_REVERSED = """
-SELECT pos, key, key_form FROM mn_item
+SELECT pos, coalesce(key_form, key) FROM mn_item
 WHERE pos > ? AND pos <= ? ORDER BY pos DESC LIMIT ?
 """
 ITEMS_PAGE = """
