@@ -390,18 +390,31 @@ class SharedDict(MutableMapping[Any, Any]):
 
     def _apply(self, key: Any, pending: Pending) -> None:
         """Run `d[key] op= operand` as one read-modify-write."""
-        canonical, _ = encode_key(key, self._where)
+        # The hottest write (every counter), so its common cases are inline,
+        # as in __getitem__: an ASCII str key, a value that fits its row.
+        if type(key) is str and key.isascii():
+            canonical: str | bytes = key
+        else:
+            canonical, _ = encode_key(key, self._where)
         link = self._store._link()
         with link.writing() as db:
-            row = link.cursor.execute(_sql.GET, (self._id, canonical)).fetchone()
+            cursor = link.cursor
+            row = cursor.execute(_sql.GET, (self._id, canonical)).fetchone()
             if row is None:
                 self._missing(link)
                 raise KeyError(key)
             data, pos = row
             if data is None:
                 data = self._chunks(db, pos)
-            result = pending.op(self._load(key, data), pending.operand)
-            self._write_at(link, db, pos, self._dumps(result, self._where))
+            try:
+                current = self._loads(data)
+            except Exception as exc:
+                raise self._unloadable(key, data, exc) from exc
+            result = self._dumps(pending.op(current, pending.operand), self._where)
+            if len(result) <= _store.CHUNK_SIZE:
+                cursor.execute(_sql.SET_VALUE, (result, pos))
+            else:
+                self._write_at(link, db, pos, result)
 
     # The command line's dump and load move stored bytes without loading them,
     # so values whose classes cannot be imported here still round-trip.
