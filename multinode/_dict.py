@@ -321,7 +321,9 @@ class SharedDict(MutableMapping[Any, Any]):
         """Remove and return the most recently inserted item."""
         link = self._store._link()
         with link.writing() as db:
-            row = db.execute(_sql.LAST_ITEM, (self._id << _sql.POS_BITS,)).fetchone()
+            base = self._id << _sql.POS_BITS
+            end = base + (1 << _sql.POS_BITS)
+            row = db.execute(_sql.LAST_ITEM, (base, end)).fetchone()
             if row is None:
                 self._missing(link)
                 raise KeyError("popitem(): dictionary is empty")

@@ -203,9 +203,10 @@ ON CONFLICT (dict, key) DO NOTHING
 SET_VALUE = "UPDATE mn_item SET value = ? WHERE pos = ?"
 DELETE = "DELETE FROM mn_item WHERE dict = ? AND key = ?"
 DELETE_AT = "DELETE FROM mn_item WHERE pos = ?"
-LAST_ITEM = f"""
+# Parameters: the dict's base position, and the next dict's.
+LAST_ITEM = """
 SELECT pos, key, key_form, value FROM mn_item
-WHERE pos > ?1 AND pos < ?1 + (1 << {POS_BITS})
+WHERE pos > ? AND pos < ?
 ORDER BY pos DESC LIMIT 1
 """
 VALUE_AT = "SELECT value FROM mn_item WHERE pos = ?"
