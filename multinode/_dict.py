@@ -425,8 +425,9 @@ class SharedDict(MutableMapping[Any, Any]):
         """Every (key, serialized value) as stored, in insertion order."""
         for pos, canonical, form, data in self._pages(_sql.ITEMS_PAGE):
             if data is None:
-                with self._store._link().reading() as db:
-                    data = self._chunks(db, pos)
+                data = self._stored_at(self._store._link(), pos)
+                if data is None:  # removed since its page was read
+                    continue
             yield decode_key(form if form is not None else canonical), bytes(data)
 
     def _put_raw(self, pairs: Iterable[tuple[Any, bytes]]) -> int:
@@ -514,11 +515,21 @@ class SharedDict(MutableMapping[Any, Any]):
         return self._load_big(link, key, row[1])
 
     def _load_big(self, link: Link, key: Any, pos: int) -> Any:
+        data = self._stored_at(link, pos)
+        if data is None:  # deleted since the first read
+            raise KeyError(key)
+        return self._load(key, data)
+
+    def _stored_at(self, link: Link, pos: int) -> bytes | None:
+        """The stored bytes of the item at `pos`, in one snapshot, or None if
+        it is gone. A row read earlier showed a big value there; it may have
+        been replaced since, by a big value or one held in its row."""
         with link.reading() as db:
             row = db.execute(_sql.VALUE_AT, (pos,)).fetchone()
-            if row is None:  # deleted since the first read
-                raise KeyError(key)
-            return self._read(db, key, (row[0], pos))
+            if row is None:
+                return None
+            data: bytes = row[0] if row[0] is not None else self._chunks(db, pos)
+            return data
 
     def _load(self, key: Any, data: bytes) -> Any:
         try:

@@ -156,6 +156,12 @@ STRAY_CHUNKS = """
 SELECT count(*) FROM mn_chunk c LEFT JOIN mn_item i ON i.pos = c.pos
 WHERE i.pos IS NULL OR i.value IS NOT NULL
 """
+# Big values whose chunks are not all there: none, or a gap in their numbers.
+INCOMPLETE_BIG_VALUES = """
+SELECT count(*) FROM mn_item i WHERE i.value IS NULL
+AND (SELECT count(*) FROM mn_chunk c WHERE c.pos = i.pos)
+    != coalesce((SELECT max(n) + 1 FROM mn_chunk c WHERE c.pos = i.pos), -1)
+"""
 # Dicts whose counted length disagrees with their items, and items outside
 # their dict's range of positions.
 CHECK_DICTS = f"""

@@ -257,6 +257,9 @@ class Store:
         (stray,) = link.one(_sql.STRAY_CHUNKS, ())
         if stray:
             problems.append(f"{stray} chunks belong to no big value")
+        (incomplete,) = link.one(_sql.INCOMPLETE_BIG_VALUES, ())
+        if incomplete:
+            problems.append(f"{incomplete} big values are missing chunks")
         return problems
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
