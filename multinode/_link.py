@@ -176,7 +176,7 @@ class Link:
         """
         if self.depth or not _is_busy(exc):
             raise self.file.translate(exc) from exc
-        waits = LockWaits(self)
+        waits = LockWaits(self, release_link=True)
         while True:
             waits.pause()
             try:
@@ -239,10 +239,14 @@ class _Block:
         link = self.link
         link.lock.acquire()
         try:
-            db = self.db = link.connection()
+            db = link.connection()
             self.joined = self.nests and link.depth > 0
             if not self.joined:
                 self.start(link, db)
+                # A lock wait in start may have let a fork close the
+                # connection; its retry then opened the one now in use.
+                db = link.connection()
+            self.db = db
         except BaseException:
             link.lock.release()
             raise
@@ -318,6 +322,7 @@ class Reading(_Block):
         # statement cannot be retried.
         waits: LockWaits | None = None
         while True:
+            db = link.connection()
             _run(db, _sql.BEGIN_READ, link.file)
             try:
                 db.execute(_sql.TAKE_READ_LOCK).fetchall()
@@ -326,7 +331,7 @@ class Reading(_Block):
                 _rollback(db)
                 if not _is_busy(exc):
                     raise link.file.translate(exc) from exc
-                waits = waits or LockWaits(link)
+                waits = waits or LockWaits(link, release_link=True)
                 waits.pause()
         link.depth = 1
 
@@ -336,9 +341,16 @@ class Reading(_Block):
 
 
 class LockWaits:
-    """Paces the retries of one operation that found the store locked."""
+    """Paces the retries of one operation that found the store locked.
 
-    def __init__(self, link: Link) -> None:
+    With `release_link`, it lets the link's lock go while it sleeps, so that
+    a fork in another thread need not wait for the whole lock wait; only
+    for a wait with no transaction open, whose retry reconnects if the fork
+    closed the connection meanwhile.
+    """
+
+    def __init__(self, link: Link, *, release_link: bool = False) -> None:
+        self.link = link if release_link else None
         self.file = link.file
         self.timeout = link.timeout
         self.start = time.monotonic()
@@ -362,8 +374,17 @@ class LockWaits:
             )
         # SQLite has already waited BUSY_SLICE; this pause matters only when
         # it returned at once, which it does to avoid a deadlock.
-        time.sleep(min(self.delay * random.uniform(0.5, 1.5), timeout - waited))
+        pause = min(self.delay * random.uniform(0.5, 1.5), timeout - waited)
         self.delay = min(self.delay * 2, 0.05)
+        link = self.link
+        if link is None:
+            time.sleep(pause)
+            return
+        link.lock.release()
+        try:
+            time.sleep(pause)
+        finally:
+            link.lock.acquire()
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -438,37 +459,38 @@ class StoreFile:
 
     def connect(self, link: Link) -> sqlite3.Connection:
         """A new connection for `link`, with the store's settings applied."""
-        if self.fork_problem is not None:
-            raise ForkError(self.fork_problem)
-        try:
-            db = sqlite3.connect(
-                self.uri,
-                uri=True,
-                timeout=BUSY_SLICE,
-                isolation_level=None,
-                check_same_thread=False,
-                cached_statements=64,
-            )
-        except sqlite3.Error as exc:
-            raise self.translate(exc) from exc
         waits: LockWaits | None = None
-        try:
-            for pragma in self.pragmas:
-                while True:
-                    try:
-                        db.execute(pragma)
-                        break
-                    except sqlite3.Error as exc:
-                        # Some settings read the schema, which a writer in
-                        # rollback-journal mode can hold locked for a while.
-                        if not _is_busy(exc):
-                            raise self.translate(exc) from exc
-                        waits = waits or LockWaits(link)
-                        waits.pause()
-        except BaseException:
-            db.close()
-            raise
-        return db
+        while True:
+            if self.fork_problem is not None:
+                raise ForkError(self.fork_problem)
+            try:
+                db = sqlite3.connect(
+                    self.uri,
+                    uri=True,
+                    timeout=BUSY_SLICE,
+                    isolation_level=None,
+                    check_same_thread=False,
+                    cached_statements=64,
+                )
+            except sqlite3.Error as exc:
+                raise self.translate(exc) from exc
+            try:
+                for pragma in self.pragmas:
+                    db.execute(pragma)
+                return db
+            except sqlite3.Error as exc:
+                db.close()
+                # Some settings read the schema, which a writer in
+                # rollback-journal mode can hold locked for a while. Wait
+                # with the connection closed, so that a fork meanwhile
+                # finds nothing open, and start again.
+                if not _is_busy(exc):
+                    raise self.translate(exc) from exc
+                waits = waits or LockWaits(link, release_link=True)
+                waits.pause()
+            except BaseException:
+                db.close()
+                raise
 
     def writer_appeared(self) -> bool:
         if not os.path.exists(self.path + "-shm"):

@@ -502,6 +502,49 @@ def fork_mp(path: str, mode: str, n: int, out: str) -> None:
     _dump({"codes": codes}, out)
 
 
+def fork_during_lock_wait(path: str, mode: str, read: bool, out: str) -> None:
+    """Fork while another thread waits, outside any transaction, for a lock
+    that this thread holds through a raw connection and releases only after
+    the fork returns; then let the waiter finish."""
+    store = mn.Store(path, journal_mode=mode, timeout=20)
+    d = store.get_dict("w")
+    d["k"] = 0
+    raw = sqlite3.connect(path, isolation_level=None)
+    # A writer's lock blocks writers in both modes; EXCLUSIVE also blocks
+    # readers in rollback-journal mode.
+    raw.execute("BEGIN EXCLUSIVE" if read else "BEGIN IMMEDIATE")
+    result: dict[str, Any] = {}
+
+    def wait_for_the_lock() -> None:
+        try:
+            result["value"] = d["k"] if read else d.__setitem__("k", 1)
+        except BaseException as exc:
+            result["error"] = repr(exc)
+
+    t = threading.Thread(target=wait_for_the_lock, daemon=True)
+    t.start()
+    time.sleep(0.5)  # the thread is now in its lock wait
+    t_fork = time.monotonic()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    fork_returned_after = time.monotonic() - t_fork
+    child_rc = waitpid_bounded(pid, 60)
+    raw.execute("ROLLBACK")
+    raw.close()
+    t.join(60)
+    _dump(
+        {
+            "fork_returned_after": fork_returned_after,
+            "child_rc": child_rc,
+            "waiter": result,
+            "after": d["k"],
+        },
+        out,
+    )
+    store.close()
+
+
 def fork_in_transaction(
     path: str,
     mode: str,
@@ -768,6 +811,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "fork_inside_own_transaction": fork_inside_own_transaction,
     "fork_with_busy_thread": fork_with_busy_thread,
     "fork_in_transaction": fork_in_transaction,
+    "fork_during_lock_wait": fork_during_lock_wait,
     "hold_lock": hold_lock,
     "dump": dump,
     "open_and_read": open_and_read,

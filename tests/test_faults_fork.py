@@ -110,6 +110,30 @@ def test_fork_waits_for_another_threads_transaction(
     }
 
 
+@pytest.mark.parametrize("read", [False, True], ids=["write", "read"])
+def test_fork_does_not_wait_for_another_threads_lock_wait(
+    tmp_path: Path, journal_mode: str, read: bool
+) -> None:
+    """A thread waiting for a lock outside a transaction holds nothing a
+    fork could break, so the fork goes ahead at once rather than waiting up
+    to the store's timeout (20 s here) for that wait to end; the waiter then
+    reconnects and finishes."""
+    if read and journal_mode == "wal":
+        pytest.skip("in WAL mode no lock keeps a reader waiting")
+    got = run_worker(
+        "fork_during_lock_wait",
+        timeout=120,
+        path=str(tmp_path / "w.db"),
+        mode=journal_mode,
+        read=read,
+        out=str(tmp_path / "o"),
+    )
+    assert got["child_rc"] == 0
+    assert got["fork_returned_after"] < 10, got
+    assert "error" not in got["waiter"], got
+    assert got["after"] == (0 if read else 1)
+
+
 @pytest.mark.parametrize("child_exit", ["exit", "_exit"])
 def test_fork_past_timeout_child_refuses_store(
     tmp_path: Path, journal_mode: str, child_exit: str
