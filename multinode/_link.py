@@ -245,7 +245,7 @@ class _Block:
                 self.start(link, db)
                 # A lock wait in start may have let a fork close the
                 # connection; its retry then opened the one now in use.
-                db = link.connection()
+                db = link.db if link.db is not None else db
             self.db = db
         except BaseException:
             link.lock.release()
