@@ -240,12 +240,11 @@ class SharedDict(MutableMapping[Any, Any]):
     def _value_at(self, pos: int, data: bytes | None, *, key: Any) -> Any:
         """The value of a row met while iterating; `_MISSING` if a big value
         was deleted before its chunks could be read."""
-        if data is not None:
-            return self._load(key, data)
-        try:
-            return self._load_big(self._store._link(), key, pos)
-        except KeyError:
-            return _MISSING
+        if data is None:
+            data = self._stored_at(self._store._link(), pos)
+            if data is None:
+                return _MISSING
+        return self._load(key, data)
 
     # Writing -----------------------------------------------------------------
 

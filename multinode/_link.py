@@ -322,7 +322,6 @@ class Reading(_Block):
         # statement cannot be retried.
         waits: LockWaits | None = None
         while True:
-            db = link.connection()
             _run(db, _sql.BEGIN_READ, link.file)
             try:
                 db.execute(_sql.TAKE_READ_LOCK).fetchall()
@@ -333,6 +332,8 @@ class Reading(_Block):
                     raise link.file.translate(exc) from exc
                 waits = waits or LockWaits(link, release_link=True)
                 waits.pause()
+                # The pause may have let a fork close the connection.
+                db = link.connection()
         link.depth = 1
 
     def finish(self, link: Link, db: sqlite3.Connection, *, ok: bool) -> None:
